@@ -595,7 +595,7 @@ class TrajectoryWriter:
         self._manifest: dict | None = None
         self.n_written = 0
         if self.path.exists() and not overwrite:
-            if (self.path / MANIFEST).exists():
+            if (self.path / MANIFEST).exists() and self.path.is_dir():
                 self._open_existing()
             elif self.path.is_file() or any(self.path.iterdir()):
                 raise StoreError(f"{self.path}: exists and is not a trajectory store")
@@ -630,6 +630,12 @@ class TrajectoryWriter:
         self._take_lock()
         self._manifest = _new_manifest()
         _write_manifest(self.path, self._manifest)
+
+    def create(self) -> TrajectoryWriter:
+        """Create the (empty) store on disk now, if it does not exist yet."""
+        if self._manifest is None:
+            self._init_store()
+        return self
 
     def add(self, trajectory: Trajectory) -> None:
         if self._manifest is None:
