@@ -1,0 +1,51 @@
+"""Machine-learning interatomic potentials in pure torch.
+
+A backbone maps ``(positions [n_atoms, 3] Å, atomic_numbers [n_atoms], system_idx
+[n_atoms])`` to one energy contribution per atom (eV); :class:`Potential` adds per-element
+reference energies and sums per molecule; :func:`energy_and_forces` is the one place
+forces are taken, as ``-dE/dx`` by autograd.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from force2geo.models.batch import Batch
+from force2geo.models.graph import Graph, neighbor_pairs, radius_graph
+from force2geo.models.painn import PaiNN, PaiNNConfig
+from force2geo.models.potential import (
+    Potential,
+    composition_matrix,
+    energy_and_forces,
+    fit_atom_refs,
+)
+from force2geo.models.schnet import SchNet, SchNetConfig
+
+# name -> backbone class; each class carries its frozen config dataclass as ``Config``.
+MODELS: dict[str, type[nn.Module]] = {"painn": PaiNN, "schnet": SchNet}
+
+
+def build_backbone(name: str, **config) -> nn.Module:
+    """The backbone ``name`` (a key of :data:`MODELS`) built from its config's fields."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+    cls = MODELS[name]
+    return cls(cls.Config(**config))
+
+
+__all__ = [
+    "MODELS",
+    "Batch",
+    "Graph",
+    "PaiNN",
+    "PaiNNConfig",
+    "Potential",
+    "SchNet",
+    "SchNetConfig",
+    "build_backbone",
+    "composition_matrix",
+    "energy_and_forces",
+    "fit_atom_refs",
+    "neighbor_pairs",
+    "radius_graph",
+]
