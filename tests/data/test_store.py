@@ -1,4 +1,4 @@
-"""The trajectory store: values round-trip, O(1) access agrees with batch reads, crashes are safe."""
+"""The trajectory store: round trips, O(1) access vs batch reads, crash safety."""
 
 import json
 import os

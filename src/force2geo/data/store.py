@@ -364,7 +364,8 @@ class TrajectoryStore:
         parts = []
         for s in np.unique(shard_of):
             members = order[shard_of[order] == s]
-            parts.append((members, self._read_shard(int(s), indices[members] - self._snap_start[s])))
+            local = indices[members] - self._snap_start[s]
+            parts.append((members, self._read_shard(int(s), local)))
         return _assemble(indices, parts)
 
     def _read_shard(self, s: int, local: np.ndarray) -> dict[str, np.ndarray]:
@@ -393,7 +394,8 @@ class TrajectoryStore:
         pa, pb = sh.snap_atom_offset[a], sh.snap_atom_offset[b]
         za, zb = sh.traj_atom_offset[t : t + 2]
         n_atoms = int(zb - za)
-        props = {name: float(v) for name, v in zip(sh.property_names, sh.properties[t])
+        values = sh.properties[t]
+        props = {name: float(v) for name, v in zip(sh.property_names, values, strict=True)
                  if not np.isnan(v)}
         cid = int(sh.cid[t])
         return Trajectory(
@@ -513,8 +515,9 @@ class TrajectoryStore:
             "trajectories": self.n_trajectories,
             "snapshots": self.n_snapshots,
             "shards": self.n_shards,
-            "snapshots_per_stage": {name: int(c) for name, c in zip(self.stage_names, stage_counts)
-                                    if c},
+            "snapshots_per_stage": {name: int(stage_counts[code])
+                                    for code, name in enumerate(self.stage_names)
+                                    if stage_counts[code]},
             "atoms_per_molecule": (
                 {"min": int(sizes.min()), "mean": round(float(sizes.mean()), 2),
                  "max": int(sizes.max())} if sizes.size else {}
@@ -565,7 +568,8 @@ def _assemble(indices: np.ndarray, parts: list[tuple[np.ndarray, dict]]) -> dict
 def _empty_batch() -> dict[str, np.ndarray]:
     return {
         "atomic_numbers": np.empty(0, np.uint8), "positions": np.empty((0, 3), np.float32),
-        "forces": np.empty((0, 3), np.float32), "energy": np.empty(0), "stage": np.empty(0, np.uint8),
+        "forces": np.empty((0, 3), np.float32), "energy": np.empty(0),
+        "stage": np.empty(0, np.uint8),
         "trajectory": np.empty(0, np.int64), "charge": np.empty(0, np.int64),
         "n_atoms": np.empty(0, np.int64), "system_idx": np.empty(0, np.int64),
         "index": np.empty(0, np.int64),
