@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except Force2GeoError as exc:
         print(f"force2geo {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"force2geo {args.command}: interrupted", file=sys.stderr)
         return 130
