@@ -1,0 +1,174 @@
+"""``force2geo relax INPUT -o OUTPUT --model CKPT``: batched MLIP geometry optimisation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from force2geo.errors import InputError
+
+DESCRIPTION = """\
+Relax molecules with a trained potential (a checkpoint of 'force2geo train'), many at once
+on one device: BFGS (ASE semantics: maxstep 0.2 Å, initial Hessian 70 eV/Å^2), L-BFGS or
+FIRE, until the largest atomic force is below --fmax (eV/Å) or --steps position updates.
+Converged molecules leave the batch and waiting ones join, within --batch-atoms atoms.
+
+INPUT: a .smi file ('SMILES [name]' per line; an RDKit ETKDG conformer is made) or
+builtin:SET, an SDF file, a multi-frame extxyz file (one molecule per frame), or a
+trajectory store (the --frame snapshot of each trajectory).
+
+OUTPUT (.xyz/.extxyz or .sdf): the same molecules in the same order, each with the input
+record's own keys plus converged, n_steps, fmax (eV/Å), energy (eV) and status
+(converged, step_limit, or diverged: non-finite energy or forces, an atom more than 5 Å
+from all others, or energy 10 eV above the start). OUTPUT.json records the run.
+
+A killed run resumes: rerun the same command and it goes on after the last molecule
+written (from OUTPUT.partial and OUTPUT.partial.json)."""
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "relax", help="relax molecules with a trained potential (batched BFGS/LBFGS/FIRE)",
+        description=DESCRIPTION, formatter_class=_Formatter,
+    )
+    parser.add_argument("input", metavar="INPUT", help=".smi, builtin:SET, .sdf, .xyz or store")
+    parser.add_argument("-o", "--output", metavar="OUTPUT", required=True,
+                        help="relaxed molecules, .xyz/.extxyz or .sdf")
+    parser.add_argument("--model", metavar="CKPT", required=True,
+                        help="checkpoint of a trained potential (force2geo train)")
+    parser.add_argument("--fmax", type=float, default=0.05, help="convergence, eV/Å")
+    parser.add_argument("--steps", type=int, default=500, help="position updates at most")
+    parser.add_argument("--optimizer", choices=("bfgs", "lbfgs", "fire"), default="bfgs")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", choices=("model", "float32", "float64"), default="model",
+                        help="precision of the model evaluation (optimizer: float64)")
+    parser.add_argument("--batch-atoms", type=int, default=4096,
+                        help="atoms per batch at most (a larger molecule runs alone)")
+    parser.add_argument("--trajectory", metavar="PATH", default=None,
+                        help="also write every step of every molecule here (.xyz/.extxyz)")
+    parser.add_argument("--seed", type=int, default=42, help="ETKDG seed for SMILES input")
+    parser.add_argument("--frame", choices=("first", "last"), default="first",
+                        help="snapshot of each stored trajectory to start from")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUTPUT and discard an interrupted run's partial files")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the description's line breaks."""
+
+
+def load_model(path: str, device, dtype):
+    """The potential of checkpoint ``path`` (via :mod:`force2geo.training.checkpoint`)."""
+    from force2geo.training.checkpoint import load_potential
+
+    return load_potential(path, device=device, dtype=dtype)
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise InputError("command line", f"--device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("command line", f"--device {name}: CUDA is not available here")
+    return device
+
+
+def _config(args):
+    from force2geo.relax import RelaxConfig
+
+    try:
+        return RelaxConfig(optimizer=args.optimizer, fmax=args.fmax, max_steps=args.steps,
+                           batch_atoms=args.batch_atoms, trajectory=args.trajectory is not None)
+    except ValueError as exc:
+        raise InputError("command line", str(exc)) from None
+
+
+def _identity(path: str) -> dict:
+    """What identifies an input or model file: absolute path, size and modification time."""
+    if path.startswith("builtin:"):
+        return {"path": path}
+    p = Path(path).resolve()
+    if not p.exists():
+        raise InputError(path, "no such file or folder")
+    target = p / "manifest.json" if p.is_dir() else p
+    stat = target.stat() if target.exists() else p.stat()
+    return {"path": str(p), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def run(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from force2geo.relax import RelaxStats, potential_force_fn, relax_iter
+    from force2geo.relax.inputs import read_inputs
+    from force2geo.relax.output import OrderedOutput
+
+    config = _config(args)
+    device = _device(args.device)
+    dtype = None if args.dtype == "model" else getattr(torch, args.dtype)
+    signature = {"input": _identity(args.input), "model": _identity(args.model),
+                 "config": asdict(config), "seed": args.seed, "frame": args.frame,
+                 "dtype": args.dtype, "trajectory": args.trajectory}
+    potential = load_model(args.model, device, dtype)
+    started = time.perf_counter()
+    stats, counts, steps = RelaxStats(), {}, []
+    with OrderedOutput(args.output, signature, args.trajectory, args.overwrite) as out:
+        offset = out.done  # molecules written by an interrupted run
+        molecules = read_inputs(args.input, seed=args.seed, frame=args.frame, skip=offset)
+        todo = molecules[offset:]
+        bar = tqdm(total=len(molecules), initial=out.done, unit="mol",
+                   disable=args.no_progress, desc="relax")
+        results = relax_iter(potential_force_fn(potential, dtype), [m.start for m in todo],
+                             config, device=device, stats=stats)
+        for result in results:
+            counts[result.status] = counts.get(result.status, 0) + 1
+            steps.append(result.n_steps)
+            bar.update(out.add(offset + result.index, todo[result.index], result))
+        bar.close()
+    wall = time.perf_counter() - started
+    record = _record(args, config, len(molecules), len(todo), counts, steps, wall, stats)
+    Path(f"{args.output}.json").write_text(json.dumps(record, indent=1))
+    _summary(args.output, record)
+    return 0
+
+
+def _record(args, config, n_total, n_run, counts, steps, wall, stats) -> dict:
+    import torch
+
+    from force2geo import __version__
+    from force2geo.units import UNITS
+
+    return {
+        "command": "force2geo relax", "input": os.fspath(args.input), "model": args.model,
+        "output": args.output, "trajectory": args.trajectory, "config": asdict(config),
+        "device": args.device, "dtype": args.dtype, "seed": args.seed, "frame": args.frame,
+        "units": dict(UNITS), "versions": {"force2geo": __version__, "torch": torch.__version__,
+                                           "python": platform.python_version()},
+        "molecules": n_total, "relaxed_this_run": n_run, "status_counts": counts,
+        "median_steps": statistics.median(steps) if steps else None,
+        "wall_s": wall, "molecules_per_s": n_run / wall if wall > 0 else None,
+        "force_evaluations": stats.evaluations, "force_s": stats.force_s,
+        "optimizer_s": stats.optimizer_s,
+    }
+
+
+def _summary(output: str, record: dict) -> None:
+    counts = record["status_counts"]
+    parts = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("converged", "step_limit", "diverged"))
+    resumed = record["molecules"] - record["relaxed_this_run"]
+    print(f"{output}: {record['molecules']} molecules ({resumed} from an earlier run); "
+          f"this run: {parts}; median {record['median_steps']} steps; "
+          f"{record['wall_s']:.1f} s, {record['molecules_per_s'] or 0:.2f} molecules/s")

@@ -1,0 +1,45 @@
+"""An ASE calculator over any force2geo :class:`~force2geo.models.Potential`.
+
+A thin adapter: one molecule becomes a one-system :class:`~force2geo.models.Batch`, and
+energy (eV) and forces (eV/Å) come from :func:`~force2geo.models.energy_and_forces`, the
+same function the batched relaxation and training use. Periodic cells are not supported:
+the potentials are molecular.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+
+from force2geo.models import Batch, Potential, energy_and_forces
+
+
+class PotentialCalculator(Calculator):
+    """ASE calculator for a force2geo ``potential`` on ``device``; positions are cast to
+    ``dtype`` (default: the potential's parameter dtype) before the model sees them.
+
+    ``results["energy"]`` is the total energy in eV (float), ``results["forces"]`` the
+    forces ``[n_atoms, 3]`` in eV/Å (float64 numpy).
+    """
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, potential: Potential, device: torch.device | str = "cpu",
+                 dtype: torch.dtype | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.device = torch.device(device)
+        self.potential = potential.to(self.device).eval()
+        if dtype is None:
+            dtype = next((p.dtype for p in potential.parameters()), torch.float64)
+        self.dtype = dtype
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if self.atoms.pbc.any():
+            raise ValueError("PotentialCalculator handles molecules only (no periodic cell)")
+        batch = Batch.from_arrays([self.atoms.numbers], [self.atoms.positions],
+                                  dtype=self.dtype).to(self.device)
+        energy, forces = energy_and_forces(self.potential, batch)
+        self.results["energy"] = float(energy[0])
+        self.results["forces"] = forces.detach().cpu().numpy().astype(np.float64)
