@@ -2,6 +2,9 @@
 implementation, the radius graph, atom references and a tiny overfit."""
 
 import math
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -445,3 +448,28 @@ def test_overfits_a_tiny_dataset(name):
         optimizer.step()
     last = float(loss_fn().detach())
     assert last < first / 10 and last < trivial / 10, (first, trivial, last)
+
+
+def test_keep_freed_memory_stops_page_faults_on_reuse():
+    """Run in a fresh interpreter: the setting is process-wide."""
+    script = textwrap.dedent("""
+        import resource, torch
+        from force2geo.models.cpu import keep_freed_memory
+
+        def faults(n=3):
+            start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(n):
+                block = torch.ones(16 * 2**20)  # 64 MB, above glibc's mmap threshold
+                del block
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+
+        before = faults()
+        assert keep_freed_memory()
+        faults(1)  # the first use grows the heap once
+        print(before, faults())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    before, after = map(int, out.stdout.split())
+    assert before > 3 * 10_000  # ~16k 4-KiB pages per 64 MB block, every time
+    assert after < before / 10

@@ -5,8 +5,8 @@ Module and parameter names follow the OC20 implementation the paper used (``atom
 ``out_energy``), so a checkpoint in that layout maps onto this model by name. The
 computation is the same; it differs only in how it is scheduled:
 
-* the radial filters of all layers come from one matrix product, computed once per
-  neighbour pair and shared by both directions of the pair;
+* the radial basis and filters are computed once per neighbour pair and shared by both
+  directions of the pair;
 * the constant scalings of the vector messages are folded into the filter weights,
   not applied per edge;
 * the first layer skips the ``vec_j`` term, which is zero there.
@@ -82,30 +82,34 @@ class PaiNNMessage(nn.Module):
         # 1/sqrt(h). Both commute with the products, so they are folded into the filters.
         self.filter_scales = (1.0, 1 / math.sqrt(3.0 * h), 1 / math.sqrt(h))
 
-    def filter_parameters(self) -> tuple[Tensor, Tensor]:
-        """``rbf_proj`` weight ``[3h, n_rbf]`` and bias ``[3h]`` with the message scalings
-        folded in, so ``rbfh = linear(rbf, weight, bias)`` is what :meth:`forward` takes."""
-        h = self.hidden_channels
-        w, b = self.rbf_proj.weight, self.rbf_proj.bias
-        weight = torch.cat([w[k * h:(k + 1) * h] * s for k, s in enumerate(self.filter_scales)])
-        bias = torch.cat([b[k * h:(k + 1) * h] * s for k, s in enumerate(self.filter_scales)])
-        return weight, bias
-
     def forward(self, x: Tensor, vec: Tensor | None, graph: Graph,
-                rbfh: Tensor) -> tuple[Tensor, Tensor]:
-        """``x [n_atoms, h]``, ``vec [n_atoms, 3, h]`` (None: all zero), ``rbfh [n_pairs, 3h]``
-        the scaled filters (see :meth:`filter_parameters`) of the first ``n_pairs`` edges,
-        which the reversed edges share. Returns ``dx [n_atoms, h]``, ``dvec [n_atoms, 3, h]``.
-        """
-        h, n_atoms = self.hidden_channels, x.shape[0]
+                rbf: Tensor) -> tuple[Tensor, Tensor]:
+        """``x [n_atoms, h]``, ``vec [n_atoms, 3, h]`` (None: all zero), ``rbf [n_pairs,
+        n_rbf]`` the radial basis of the first ``n_pairs`` edges, which the reversed edges
+        share. Returns ``dx [n_atoms, h]``, ``dvec [n_atoms, 3, h]``."""
+        h, n_atoms, n_pairs = self.hidden_channels, x.shape[0], graph.n_pairs
         src, dst = graph.edge_index
-        xh = self.x_proj(self.x_layernorm(x))  # [n_atoms, 3h]
-        filtered = xh[src].view(2, graph.n_pairs, 3 * h) * rbfh  # both directions
-        m_x, m_vec, m_dir = filtered.view(-1, 3 * h).split(h, dim=-1)  # [n_edges, h] each
-        vec_msg = m_dir.unsqueeze(1) * graph.unit_vectors.unsqueeze(-1)  # [n_edges, 3, h]
-        if vec is not None:
-            vec_msg = torch.addcmul(vec_msg, vec[src], m_vec.unsqueeze(1))
-        return scatter_sum(m_x, dst, n_atoms), scatter_sum(vec_msg, dst, n_atoms)
+        xh_x, xh_vec, xh_dir = self.x_proj(self.x_layernorm(x)).split(h, dim=-1)
+
+        def per_edge(node_part: Tensor, part: int) -> Tensor:
+            """node_part[src] * filter, both directions of a pair sharing the filter."""
+            return (node_part[src].view(2, n_pairs, h) * self._filter(rbf, part)).view(-1, h)
+
+        # Split before the gather, not after: no edge-sized split/cat in the backward pass.
+        dx = scatter_sum(per_edge(xh_x, 0), dst, n_atoms)
+        vec_msg = per_edge(xh_dir, 2).unsqueeze(1) * graph.unit_vectors.unsqueeze(-1)
+        if vec is not None:  # [n_edges, 3, h]; plain mul + add: addcmul's backward is slower
+            vec_msg = vec_msg + vec[src] * per_edge(xh_vec, 1).unsqueeze(1)
+        return dx, scatter_sum(vec_msg, dst, n_atoms)
+
+    def _filter(self, rbf: Tensor, part: int) -> Tensor:
+        """Part 0 (scalar), 1 (vec_j) or 2 (direction) of ``rbf_proj(rbf)``, scaled:
+        ``[n_pairs, h]``. One product per part keeps each filter contiguous; products
+        with strided slices of a [n_pairs, 3h] output are several times slower."""
+        h, scale = self.hidden_channels, self.filter_scales[part]
+        rows = slice(part * h, (part + 1) * h)
+        return nn.functional.linear(rbf, self.rbf_proj.weight[rows] * scale,
+                                    self.rbf_proj.bias[rows] * scale)
 
 
 class PaiNNUpdate(nn.Module):
@@ -165,15 +169,11 @@ class PaiNN(nn.Module):
         """Scalar ``[n_atoms, h]`` and vector ``[n_atoms, 3, h]`` features of every atom."""
         graph = radius_graph(positions, system_idx, self.cutoff)
         rbf = self.radial_basis(graph.distances[: graph.n_pairs])  # [n_pairs, n_rbf]
-        # One matrix product for the filters of every layer.
-        weights, biases = zip(*(m.filter_parameters() for m in self.message_layers), strict=True)
-        weight, bias = torch.cat(weights), torch.cat(biases)
-        rbfh = nn.functional.linear(rbf, weight, bias).split(3 * self.hidden_channels, dim=-1)
 
         x = self.atom_emb(atomic_numbers)
         vec = None  # all zero until the first message
         for i in range(len(self.message_layers)):
-            dx, dvec = self.message_layers[i](x, vec, graph, rbfh[i])
+            dx, dvec = self.message_layers[i](x, vec, graph, rbf)
             x = (x + dx) * self.inv_sqrt_2
             vec = dvec if vec is None else vec + dvec
             dx, dvec = self.update_layers[i](x, vec)
