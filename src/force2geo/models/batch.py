@@ -40,6 +40,10 @@ class Batch:
             if getattr(self, name).shape != (n_atoms,):
                 raise ValueError(f"{name} must be [{n_atoms}], got "
                                  f"{tuple(getattr(self, name).shape)}")
+        if n_atoms and not 0 <= int(self.system_idx.min()) <= int(self.system_idx.max()) \
+                < self.n_systems:
+            raise ValueError(f"system_idx must lie in [0, {self.n_systems}), got "
+                             f"{int(self.system_idx.min())}..{int(self.system_idx.max())}")
         per_system = {"charge": (self.n_systems,), "energy": (self.n_systems,),
                       "forces": (n_atoms, 3)}
         for name, shape in per_system.items():

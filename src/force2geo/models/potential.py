@@ -7,6 +7,7 @@ relaxation and the ASE calculator all call it).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -76,7 +77,7 @@ def energy_and_forces(
     positions = batch.positions
     if not positions.requires_grad:
         positions = positions.detach().requires_grad_(True)
-    inputs = Batch(positions, batch.atomic_numbers, batch.system_idx, batch.n_systems)
+    inputs = dataclasses.replace(batch, positions=positions)
     with torch.enable_grad():
         energy = potential(inputs)
         (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=create_graph)
