@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from force2geo.data.splits import random_split, save_split, split_meta
-from force2geo.data.store import TrajectoryStore
+from force2geo.data.store import TrajectoryStore, TrajectoryWriter
 from force2geo.errors import InputError
 from force2geo.training import SnapshotLoader, make_batches, split_snapshots
 from force2geo.training.data import snapshot_sizes
@@ -112,3 +112,20 @@ def test_split_snapshots_keeps_trajectories_together(xtb_store, tmp_path):
     other = save_split(tmp_path / "other.json", split, meta)
     with pytest.raises(InputError, match="fingerprint"):
         split_snapshots(store, str(other))
+
+
+def test_snapshot_sizes_across_shards(xtb_store, tmp_path):
+    store = TrajectoryStore(xtb_store)
+    with TrajectoryWriter(tmp_path / "sharded", shard_snapshots=10) as writer:
+        writer.extend(store.trajectories())
+    sharded = TrajectoryStore(tmp_path / "sharded")
+    assert sharded.n_shards > 3
+    picks = np.array([53, 0, 17, 12, 11, 40, 40])
+    expected = [sharded[int(i)].atomic_numbers.shape[0] for i in picks]
+    assert snapshot_sizes(sharded, picks).tolist() == expected
+    assert snapshot_sizes(sharded).tolist() == [len(s.atomic_numbers) for s in
+                                               (sharded[i] for i in range(len(sharded)))]
+    # The atom budget holds on a sharded store as well.
+    loader = SnapshotLoader(sharded, np.arange(len(sharded)), 16, max_atoms=20, seed=1)
+    for indices in loader.global_batches(0):
+        assert snapshot_sizes(sharded, indices).sum() <= 20 or len(indices) == 1

@@ -25,7 +25,7 @@ def test_two_gloo_processes_match_one_process(xtb_store, tmp_path, tiny_painn):
     steps, per_rank = 3, 4
     common = {"data": str(xtb_store), "model_config": tiny_painn, "dtype": "float64",
               "device": "cpu", "epochs": 1, "max_steps": steps, "log_every": 1, "seed": 3,
-              "plots": False}
+              "split_seed": 1, "plots": False}  # split seed 1: energy-only molecule in train
     ddp_dir = tmp_path / "ddp"
     options = [f"--model-option={k}={v}" for k, v in tiny_painn.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -33,7 +33,7 @@ def test_two_gloo_processes_match_one_process(xtb_store, tmp_path, tiny_painn):
         [torchrun(), "--standalone", "--nproc-per-node", "2", "-m", "force2geo.cli.main",
          "train", "--data", str(xtb_store), "-o", str(ddp_dir), *options, "--dtype", "float64",
          "--device", "cpu", "--epochs", "1", "--max-steps", str(steps), "--log-every", "1",
-         "--seed", "3", "--batch-size", str(per_rank), "--no-plots"],
+         "--seed", "3", "--split-seed", "1", "--batch-size", str(per_rank), "--no-plots"],
         env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("trained 3 steps") == 1  # only rank 0 reports

@@ -29,11 +29,22 @@ from force2geo.errors import InputError
 from force2geo.models.batch import Batch
 
 
-def snapshot_sizes(store: TrajectoryStore) -> np.ndarray:
-    """Number of atoms of every snapshot, ``[n_snapshots]`` int64 (no coordinates read)."""
-    parts = [np.diff(np.asarray(store.shard(s).snap_atom_offset)).astype(np.int64)
-             for s in range(store.n_shards)]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+def snapshot_sizes(store: TrajectoryStore, indices: np.ndarray | None = None) -> np.ndarray:
+    """Number of atoms of the snapshots ``indices`` (default: all), int64, from the shards'
+    offset columns, one shard at a time (no coordinates are read)."""
+    if indices is None:
+        indices = np.arange(store.n_snapshots, dtype=np.int64)
+    indices = np.asarray(indices, dtype=np.int64)
+    sizes = np.empty(indices.shape[0], dtype=np.int64)
+    start = 0
+    for s in range(store.n_shards):
+        offsets = np.asarray(store.shard(s).snap_atom_offset)
+        end = start + offsets.shape[0] - 1
+        mine = np.flatnonzero((indices >= start) & (indices < end))
+        local = indices[mine] - start
+        sizes[mine] = offsets[local + 1] - offsets[local]
+        start = end
+    return sizes
 
 
 def split_trajectories(store: TrajectoryStore, split: str | None,
@@ -79,7 +90,7 @@ def make_batches(order: np.ndarray, sizes: np.ndarray, batch_size: int,
     if max_atoms is None:
         return [order[a : a + batch_size] for a in range(0, order.shape[0], batch_size)]
     batches, start, atoms = [], 0, 0
-    counts = sizes[order]
+    counts = np.asarray(sizes)[order]
     for k, n in enumerate(counts.tolist()):
         if k > start and (k - start == batch_size or atoms + n > max_atoms):
             batches.append(order[start:k])
@@ -108,7 +119,8 @@ class SnapshotLoader:
         self.shuffle, self.seed = shuffle, int(seed)
         self.rank, self.world_size, self.drop_uneven = rank, world_size, drop_uneven
         self.dtype = dtype
-        self.sizes = snapshot_sizes(store) if max_atoms is not None else None
+        # Atoms of each of ``indices`` (same order), needed only for an atom budget.
+        self.sizes = snapshot_sizes(store, self.indices) if max_atoms is not None else None
         self.epoch, self.batch = 0, 0
         self._cache: tuple[int, list[np.ndarray]] | None = None
 
@@ -117,10 +129,12 @@ class SnapshotLoader:
         """Every batch of ``epoch`` over all ranks, as snapshot-index arrays."""
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1]
-        order = self.indices
+        # Batches are cut over positions in ``indices``, then mapped to snapshot indices.
+        order = np.arange(self.indices.shape[0], dtype=np.int64)
         if self.shuffle:
-            order = order[np.random.default_rng((self.seed, epoch)).permutation(order.shape[0])]
-        batches = make_batches(order, self.sizes, self.batch_size, self.max_atoms)
+            order = np.random.default_rng((self.seed, epoch)).permutation(order.shape[0])
+        batches = [self.indices[b] for b in
+                   make_batches(order, self.sizes, self.batch_size, self.max_atoms)]
         self._cache = (epoch, batches)
         return batches
 
