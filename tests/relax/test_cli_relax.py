@@ -48,7 +48,7 @@ def checkpoint(tmp_path_factory):
             w.add(Trajectory(z, np.array(geometries), [r.energy for r in labels],
                              np.array([r.forces for r in labels]), "mmff", smiles=smiles))
     fit(TrainConfig(data=str(root / "store"), run_dir=str(root / "run"), epochs=1,
-                    max_steps=3, batch_size=8, device="cpu", dtype="float64",
+                    max_steps=3, batch_size=8, device="cpu", dtype="float64", plots=False,
                     model_config={"hidden_channels": 16, "num_layers": 2, "num_rbf": 8,
                                   "cutoff": 4.0}))
     return str(root / "run" / "last.pt")
@@ -204,3 +204,21 @@ def test_resumes_after_kill(tmp_path, checkpoint, capsys):
     for a, b in zip(resumed, clean, strict=True):
         np.testing.assert_allclose(a.positions, b.positions, atol=1e-6)
         assert a.info["n_steps"] == b.info["n_steps"]
+
+
+def test_store_input_starts_from_chosen_snapshot(tmp_path, checkpoint):
+    """A trajectory store as INPUT: one molecule per trajectory, from its first snapshot
+    (or its last with --frame last), with its name and SMILES kept."""
+    from force2geo.data.store import TrajectoryStore
+
+    store = TrajectoryStore(os.path.join(os.path.dirname(os.path.dirname(checkpoint)),
+                                         "store"))
+    out = tmp_path / "out.xyz"
+    assert relax_cli(store.path, "-o", out, "--model", checkpoint, "--steps", 0,
+                     "--frame", "last") == 0
+    relaxed = ase.io.read(out, index=":")
+    assert [a.info["smiles"] for a in relaxed] == TRAIN_SMILES
+    for j, atoms in enumerate(relaxed):  # zero steps: the geometry is the chosen snapshot
+        np.testing.assert_allclose(atoms.positions, store.trajectory(j).positions[-1],
+                                   atol=1e-7)
+        assert atoms.info["stage"] == "mmff" and atoms.info["n_steps"] == 0

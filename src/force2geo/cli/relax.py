@@ -118,6 +118,10 @@ def run(args) -> int:
 
     config = _config(args)
     device = _device(args.device)
+    if device.type == "cpu":
+        from force2geo.models.cpu import keep_freed_memory
+
+        keep_freed_memory()  # large message tensors reused, not page-faulted per step
     dtype = None if args.dtype == "model" else getattr(torch, args.dtype)
     signature = {"input": _identity(args.input), "model": _identity(args.model),
                  "config": asdict(config), "seed": args.seed, "frame": args.frame,
@@ -140,7 +144,9 @@ def run(args) -> int:
         bar.close()
     wall = time.perf_counter() - started
     record = _record(args, config, len(molecules), len(todo), counts, steps, wall, stats)
-    Path(f"{args.output}.json").write_text(json.dumps(record, indent=1))
+    tmp = Path(f"{args.output}.json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, f"{args.output}.json")
     _summary(args.output, record)
     return 0
 

@@ -199,6 +199,14 @@ def _evaluate(state: BatchState, force_fn: ForceFn, stats: RelaxStats) -> None:
     stats.force_s += time.perf_counter() - t0
 
 
+def _check_starts(starts: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+    for k, (z, positions) in enumerate(starts):
+        n = np.asarray(z).reshape(-1).shape[0]
+        if n == 0 or np.shape(positions) != (n, 3):
+            raise ValueError(f"molecule {k}: {n} atomic numbers but positions of shape "
+                             f"{np.shape(positions)} (need at least one atom, [n, 3])")
+
+
 def relax_iter(force_fn: ForceFn, starts: Sequence[tuple[np.ndarray, np.ndarray]],
                config: RelaxConfig = RelaxConfig(), optimizer: Optimizer | None = None,
                device: torch.device | str = "cpu",
@@ -210,6 +218,7 @@ def relax_iter(force_fn: ForceFn, starts: Sequence[tuple[np.ndarray, np.ndarray]
     parameters. ``stats`` (a :class:`RelaxStats`) collects evaluation counts and timings.
     A molecule whose forces go non-finite is retired as diverged; the others go on.
     """
+    _check_starts(starts)
     device = torch.device(device)
     optimizer = optimizer or make_optimizer(config.optimizer)
     stats = stats if stats is not None else RelaxStats()

@@ -233,7 +233,7 @@ class OrderedOutput:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        # On an error the index is left as last committed: a record being written when
+        # the error struck may be incomplete, and the next run truncates it away.
         if exc_type is None:
             self.finish()
-        else:
-            self._commit()
