@@ -111,6 +111,12 @@ def run(args) -> int:
         raise
     except (TypeError, ValueError) as exc:  # an impossible value, caught by TrainConfig
         raise InputError(getattr(args, "config_file", None) or "options", str(exc)) from None
+    import torch
+
+    if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
+        from force2geo.models.cpu import keep_freed_memory
+
+        keep_freed_memory()  # large message tensors reused, not page-faulted per step
     summary = fit(config, resume=resume)
     _report(summary)
     return 0
