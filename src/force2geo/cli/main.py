@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from force2geo import __version__
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (schedulers, `kill`) stops as cleanly as Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -43,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        signal.signal(signal.SIGTERM, _terminate)
         return int(args.func(args) or 0)
     except Force2GeoError as exc:
         print(f"force2geo {args.command}: error: {exc}", file=sys.stderr)

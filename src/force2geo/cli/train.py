@@ -17,7 +17,6 @@ import logging
 import os
 
 from force2geo.errors import InputError
-from force2geo.models import MODELS
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +50,9 @@ def add_parser(subparsers) -> None:
 
 def _add_model_options(parser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", choices=sorted(MODELS), help="backbone (default painn)")
+    # Not argparse choices: listing MODELS would import torch for every `force2geo` call.
+    group.add_argument("--model", help="backbone: painn (default), schnet, or mace when "
+                       "force2geo[mace] is installed")
     group.add_argument("--model-option", dest="model_config", action="append",
                        metavar="KEY=VALUE",
                        help="a field of the backbone's config, e.g. hidden_channels=64 "
