@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from force2geo import __version__
+from force2geo import __version__, atomic
 from force2geo.data.store import TrajectoryStore
 from force2geo.errors import InputError
 
@@ -394,17 +394,7 @@ def save_split(path: str | os.PathLike, split: dict[str, np.ndarray], meta: dict
         raise ValueError("'meta' is reserved and cannot name a part")
     record = {name: [int(i) for i in np.asarray(ix).reshape(-1)] for name, ix in split.items()}
     record["meta"] = meta
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as handle:
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic.write_json(path, record)
 
 
 def load_split(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:

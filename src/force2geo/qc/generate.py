@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from force2geo import __version__
+from force2geo import __version__, atomic
 from force2geo.data.store import TrajectoryStore, TrajectoryWriter
 from force2geo.data.trajectory import Trajectory
 from force2geo.errors import InputError
@@ -132,12 +132,7 @@ def read_failures(store_path: str | os.PathLike) -> list[dict]:
 
 
 def _rewrite_failures(store_path: Path, records: list[dict]) -> None:
-    tmp = store_path / f".{FAILURES}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in records)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, store_path / FAILURES)
+    atomic.write_text(store_path / FAILURES, "".join(json.dumps(r) + "\n" for r in records))
 
 
 class _FailureLog:
@@ -183,9 +178,7 @@ def _levels(config: ProtocolConfig) -> dict[str, str]:
 
 
 def _write_record(store_path: Path, record: dict) -> None:
-    tmp = store_path / f".{RUN_RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, store_path / RUN_RECORD)
+    atomic.write_json(store_path / RUN_RECORD, record, indent=1)
 
 
 def _check_same_config(store_path: Path, config: ProtocolConfig) -> None:

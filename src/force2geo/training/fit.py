@@ -33,6 +33,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from force2geo import atomic
 from force2geo.data.store import TrajectoryStore
 from force2geo.errors import InputError
 from force2geo.models import Potential, build_backbone, energy_and_forces, fit_atom_refs
@@ -404,6 +405,4 @@ def _finish(run: _Run) -> dict:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)

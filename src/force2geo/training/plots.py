@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from force2geo import atomic
+
 logger = logging.getLogger(__name__)
 
 
@@ -83,8 +85,9 @@ def parity(energy_true: np.ndarray, energy_pred: np.ndarray, forces_true: np.nda
 
 def _save(fig, plt, path: str | os.PathLike) -> Path:
     path = Path(path)
-    tmp = path.parent / f".{path.stem}.tmp{path.suffix}"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic.atomic_open(path, "wb") as handle:
+            fig.savefig(handle, dpi=110, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path

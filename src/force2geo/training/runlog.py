@@ -17,6 +17,8 @@ import logging
 import os
 from pathlib import Path
 
+from force2geo import atomic
+
 logger = logging.getLogger(__name__)
 
 JSONL, CSV = "metrics.jsonl", "metrics.csv"
@@ -55,15 +57,13 @@ class RunLog:
     def _rewrite(self, records: list[dict]) -> None:
         for name, body in ((JSONL, "".join(json.dumps(r) + "\n" for r in records)),
                            (CSV, None)):
-            tmp = self.run_dir / f".{name}.tmp"
-            with open(tmp, "w", newline="") as handle:
+            with atomic.atomic_open(self.run_dir / name, "w", newline="") as handle:
                 if body is not None:
                     handle.write(body)
                 else:
                     writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
                     writer.writeheader()
                     writer.writerows(records)
-            os.replace(tmp, self.run_dir / name)
 
     def write(self, record: dict) -> None:
         """Append one record (a dict of plain values with ``kind``, ``step``, ``epoch``)."""
