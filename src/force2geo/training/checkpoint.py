@@ -27,7 +27,7 @@ import torch
 
 from force2geo import __version__
 from force2geo.errors import InputError
-from force2geo.models import MODELS, Potential, build_backbone
+from force2geo.models import MODELS, Potential, build_backbone, fairchem
 from force2geo.units import UNITS
 
 FORMAT = "force2geo-checkpoint"
@@ -170,7 +170,12 @@ def load_potential(path: str | os.PathLike, device: str | torch.device = "cpu",
 
     ``dtype`` defaults to the dtype the model was trained in; ``use_ema`` picks the
     averaged weights when the run kept them. The reference energies stay float64.
+    A PaiNN checkpoint in the OC20 / fairchem layout or the paper's released foundation
+    model is recognised by its keys and loaded by
+    :func:`~force2geo.models.fairchem.load_fairchem_painn` (float32 unless ``dtype``).
     """
+    if fairchem.is_fairchem_checkpoint(path):
+        return fairchem.load_fairchem_painn(path, dtype=dtype or torch.float32, device=device)
     potential = potential_from_checkpoint(load_checkpoint(path), use_ema)
     if dtype is not None:
         potential = potential.to(dtype)
