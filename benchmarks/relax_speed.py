@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -104,6 +106,24 @@ def bound_run(potential, molecules, steps, batch_atoms, device):
     return time.perf_counter() - t0
 
 
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _pin_blas_threads(threads: int) -> None:
+    """Run again with numpy's BLAS limited to ``threads`` threads, as torch is.
+
+    ASE's BFGS does its linear algebra in numpy, whose OpenBLAS otherwise starts a thread
+    per core: on a shared machine those threads fight for the cores and ASE's loop turns
+    several times slower, an artefact the comparison must not profit from. BLAS reads
+    the limit only when it loads, hence the new process.
+    """
+    wanted = str(threads)
+    if all(os.environ.get(var) == wanted for var in BLAS_THREAD_VARIABLES):
+        return
+    env = {**os.environ, **dict.fromkeys(BLAS_THREAD_VARIABLES, wanted)}
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def _sync(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -120,6 +140,7 @@ def main() -> None:
     parser.add_argument("--skip-ase", action="store_true", help="engine and bound only")
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()
+    _pin_blas_threads(args.threads)
     if args.device == "cpu":
         keep_freed_memory()  # as the relax command does on CPU
     torch.set_num_threads(args.threads)

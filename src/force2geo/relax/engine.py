@@ -258,4 +258,4 @@ def relax(force_fn: ForceFn, starts: Sequence[tuple[np.ndarray, np.ndarray]],
     results: list[RelaxResult | None] = [None] * len(starts)
     for result in relax_iter(force_fn, starts, config, optimizer, device, stats):
         results[result.index] = result
-    return results  # type: ignore[return-value]
+    return results
