@@ -10,4 +10,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+# [mace]: the optional MACE backbone, installed here so that CI tests it (30-80 s more).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,mace]"

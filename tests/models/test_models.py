@@ -15,6 +15,7 @@ from force2geo.data.trajectory import Trajectory
 from force2geo.models import (
     MODELS,
     Batch,
+    MACEConfig,
     PaiNN,
     PaiNNConfig,
     Potential,
@@ -31,6 +32,10 @@ SMALL = {
     "painn": PaiNNConfig(hidden_channels=16, num_layers=3, num_rbf=12, cutoff=4.0),
     "schnet": SchNetConfig(hidden_channels=16, num_filters=12, num_interactions=3,
                            num_gaussians=10, cutoff=4.0),
+    # Registered in MODELS only where mace-torch is installed.
+    "mace": MACEConfig(r_max=4.0, hidden_irreps="8x0e+8x1o", max_ell=2, correlation=2,
+                       num_interactions=2, num_bessel=6, radial_mlp=(8, 8), mlp_irreps="4x0e",
+                       elements=(1, 6, 7, 8)),
 }
 
 
@@ -261,7 +266,7 @@ def reference_schnet(model, batch):
     return _linear(sd, "lin2", ssp(_linear(sd, "lin1", x)))[:, 0]
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", ["painn", "schnet"])  # MACE: against mace's own data path
 def test_matches_dense_reference_implementation(name):
     rng = np.random.default_rng(5)
     potential = make_potential(name)
@@ -357,8 +362,8 @@ def test_cuda_matches_cpu(name):
 
 
 def test_unknown_model_and_element_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown model 'mace'"):
-        build_backbone("mace")
+    with pytest.raises(ValueError, match="unknown model 'nequip'"):
+        build_backbone("nequip")
     batch = Batch.from_arrays([np.array([6, 92])], [np.array([[0.0, 0, 0], [1.5, 0, 0]])])
     with pytest.raises(ValueError, match=r"\[92\] outside"):
         energy_and_forces(Potential(PaiNN(SMALL["painn"])), batch)
@@ -426,7 +431,10 @@ def test_overfits_a_tiny_dataset(name):
     refs = fit_atom_refs([m[0] for m in mols], labels_e.numpy())
     config = {"painn": PaiNNConfig(hidden_channels=32, num_layers=2, num_rbf=16, cutoff=4.0),
               "schnet": SchNetConfig(hidden_channels=32, num_filters=32, num_interactions=2,
-                                     num_gaussians=16, cutoff=4.0)}[name]
+                                     num_gaussians=16, cutoff=4.0),
+              "mace": MACEConfig(r_max=4.0, hidden_irreps="8x0e+8x1o", max_ell=1,
+                                 correlation=2, num_bessel=8, radial_mlp=(16, 16),
+                                 elements=(1, 6, 7, 8))}[name]
     potential = Potential(MODELS[name](config), refs)
     optimizer = torch.optim.Adam(potential.parameters(), lr=3e-3)
     n_atoms = batch.atoms_per_system().double()

@@ -12,6 +12,7 @@ from torch import nn
 
 from force2geo.models.batch import Batch
 from force2geo.models.graph import Graph, neighbor_pairs, radius_graph
+from force2geo.models.mace import MACE, MACEConfig, mace_available
 from force2geo.models.painn import PaiNN, PaiNNConfig
 from force2geo.models.potential import (
     Potential,
@@ -23,10 +24,16 @@ from force2geo.models.schnet import SchNet, SchNetConfig
 
 # name -> backbone class; each class carries its frozen config dataclass as ``Config``.
 MODELS: dict[str, type[nn.Module]] = {"painn": PaiNN, "schnet": SchNet}
+# Backbones from optional packages: registered only where the package is installed.
+OPTIONAL_MODELS = {"mace": "mace-torch (pip install 'force2geo[mace]')"}
+if mace_available():
+    MODELS["mace"] = MACE
 
 
 def build_backbone(name: str, **config) -> nn.Module:
     """The backbone ``name`` (a key of :data:`MODELS`) built from its config's fields."""
+    if name in OPTIONAL_MODELS and name not in MODELS:
+        raise ValueError(f"model {name!r} needs {OPTIONAL_MODELS[name]}")
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
     cls = MODELS[name]
@@ -35,8 +42,11 @@ def build_backbone(name: str, **config) -> nn.Module:
 
 __all__ = [
     "MODELS",
+    "OPTIONAL_MODELS",
     "Batch",
     "Graph",
+    "MACE",
+    "MACEConfig",
     "PaiNN",
     "PaiNNConfig",
     "Potential",

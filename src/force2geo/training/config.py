@@ -38,8 +38,9 @@ class TrainConfig:
     when None, a random split by trajectory with ``split_fractions`` and ``split_seed``.
     Batches: ``batch_size`` molecules (snapshots) per batch *per process*, at most
     ``max_atoms`` atoms per batch when set. Optimisation: ``epochs`` (and ``max_steps``,
-    a cap on optimizer steps, when set), ``lr``, ``grad_clip`` (max global grad norm; None =
-    off), ``ema_decay`` (None = no EMA; else the validation and ``best.pt`` use EMA weights),
+    a cap on optimizer steps, and ``max_minutes``, on the wall-clock minutes of the training
+    loop in this process, when set), ``lr``, ``grad_clip`` (max global grad norm; None = off),
+    ``ema_decay`` (None = no EMA; else the validation and ``best.pt`` use EMA weights),
     ``plateau_patience`` / ``plateau_factor`` (epochs without validation improvement before
     the learning rate is multiplied by the factor). ``device``: "auto", "cpu", "cuda" or
     "cuda:N"; ``dtype``: "float32" or "float64" (energies are float64 either way).
@@ -57,6 +58,7 @@ class TrainConfig:
     split_seed: int = 42
     epochs: int = 10
     max_steps: int | None = None
+    max_minutes: float | None = None
     batch_size: int = 64
     max_atoms: int | None = None
     lr: float = 1e-3
@@ -103,6 +105,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}: must be a positive integer or None, got {value!r}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes: must be positive or None, got {self.max_minutes}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr: must be positive, got {self.lr}")
         if self.lambda_e < 0 or self.lambda_f < 0 or self.lambda_e + self.lambda_f == 0:

@@ -68,8 +68,8 @@ REF_FIT_SNAPSHOTS = 20_000
 PARITY_SNAPSHOTS = 2_000
 # Options that may differ between a run and its resumption: they do not change the
 # trajectory of the optimisation, only how long it goes on, where, and how it is logged.
-RESUMABLE_CHANGES = ("epochs", "max_steps", "device", "log_every", "ckpt_every", "run_dir",
-                     "data", "plots")
+RESUMABLE_CHANGES = ("epochs", "max_steps", "max_minutes", "device", "log_every", "ckpt_every",
+                     "run_dir", "data", "plots")
 
 
 # --------------------------------------------------------------------------- pieces
@@ -200,7 +200,14 @@ class _Run:
 
     def done(self) -> bool:
         cap = self.config.max_steps
-        return cap is not None and self.progress["step"] >= cap
+        if cap is not None and self.progress["step"] >= cap:
+            return True
+        if self.config.max_minutes is None:
+            return False
+        # Clocks differ between ranks: all stop as soon as one is out of time.
+        late = time.perf_counter() - self.started >= 60.0 * self.config.max_minutes
+        flag = torch.tensor([float(late)], device=self.potential.atom_refs.device)
+        return bool(all_reduce_sum(flag).item() > 0)
 
 
 def fit(config: TrainConfig, resume: bool = False) -> dict:
