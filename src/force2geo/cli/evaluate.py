@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from force2geo.cli import common
 from force2geo.errors import InputError
 
 RELAX_DESCRIPTION = """\
@@ -93,20 +94,6 @@ def _config(args):
         raise InputError("command line", str(exc)) from None
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise InputError("--device", f"{name!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device", f"{name}: CUDA is not available here")
-    return device
-
-
 def run(args) -> int:
     from force2geo.evaluate.report import TEXT_NAME
     from force2geo.evaluate.runner import evaluate_relaxation
@@ -114,7 +101,7 @@ def run(args) -> int:
     config = _config(args)
     if config.k < 1:
         raise InputError("--k", f"must be at least 1, got {config.k}")
-    device = _device(args.device)
+    device = common.device(args.device)
     if device.type == "cpu":
         from force2geo.models.cpu import keep_freed_memory
 

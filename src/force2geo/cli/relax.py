@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from force2geo.cli import common
 from force2geo.errors import InputError
 
 DESCRIPTION = """\
@@ -72,20 +73,6 @@ def load_model(path: str, device, dtype):
     return load_potential(path, device=device, dtype=dtype)
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise InputError("command line", f"--device {name!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("command line", f"--device {name}: CUDA is not available here")
-    return device
-
-
 def _config(args):
     from force2geo.relax import RelaxConfig
 
@@ -117,7 +104,7 @@ def run(args) -> int:
     from force2geo.relax.output import OrderedOutput
 
     config = _config(args)
-    device = _device(args.device)
+    device = common.device(args.device)
     if device.type == "cpu":
         from force2geo.models.cpu import keep_freed_memory
 

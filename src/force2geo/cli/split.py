@@ -126,25 +126,7 @@ def _candidates(source: str | None, store: TrajectoryStore) -> np.ndarray:
     """Trajectory indices named by ``FILE[:PART]`` (all of the store when None)."""
     if source is None:
         return np.arange(store.n_trajectories, dtype=np.int64)
-    path, part = source, None
-    if not Path(source).exists() and ":" in source:
-        path, part = source.rsplit(":", 1)
-    parts, meta = splits.load_split(path)
-    if part is None:
-        if len(parts) != 1:
-            raise InputError(path, f"holds parts {', '.join(parts)}; name one as {path}:PART")
-        part = next(iter(parts))
-    if part not in parts:
-        raise InputError(path, f"no part {part!r}; it holds {', '.join(parts) or 'none'}")
-    expected = meta.get("store_fingerprint")
-    if expected is not None and expected != store.fingerprint:
-        raise InputError(path, f"was made for a store with fingerprint {expected}, but "
-                         f"{store.path} has fingerprint {store.fingerprint}")
-    indices = parts[part]
-    if indices.size and indices.max() >= store.n_trajectories:
-        raise InputError(path, f"index {int(indices.max())} is out of range for "
-                         f"{store.path} ({store.n_trajectories} trajectories)", record=part)
-    return indices
+    return splits.read_part(source, store)
 
 
 def _exclusion_meta(other: TrajectoryStore, removed: dict[str, int], first_block: bool) -> dict:

@@ -439,3 +439,28 @@ def _check_disjoint(path: Path, parts: dict[str, np.ndarray]) -> None:
         where = names[owner[first]]
         also = "" if owner[first] == owner[second] else f" (also in {names[owner[second]]!r})"
         raise InputError(path, f"index {everything[first]} appears twice{also}", record=where)
+
+
+def read_part(spec: str, store) -> np.ndarray:
+    """Trajectory indices of ``FILE[:PART]`` (a split or selection file), checked against
+    ``store``: same fingerprint when the file records one, indices in range. A file with
+    one part needs no ``:PART``."""
+    path, part = spec, None
+    if not Path(spec).exists() and ":" in spec:
+        path, part = spec.rsplit(":", 1)
+    parts, meta = load_split(path)
+    if part is None:
+        if len(parts) != 1:
+            raise InputError(path, f"holds parts {', '.join(parts)}; name one as {path}:PART")
+        part = next(iter(parts))
+    if part not in parts:
+        raise InputError(path, f"no part {part!r}; it holds {', '.join(parts) or 'none'}")
+    expected = meta.get("store_fingerprint")
+    if expected is not None and expected != store.fingerprint:
+        raise InputError(path, f"was made for a store with fingerprint {expected}, but "
+                         f"{store.path} has fingerprint {store.fingerprint}")
+    indices = parts[part]
+    if indices.size and indices.max() >= store.n_trajectories:
+        raise InputError(path, f"index {int(indices.max())} is out of range for "
+                         f"{store.path} ({store.n_trajectories} trajectories)", record=part)
+    return indices

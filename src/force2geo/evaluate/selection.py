@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -53,31 +52,6 @@ def parse_start(text: str) -> int:
             from None
 
 
-def read_indices(spec: str, store: TrajectoryStore) -> np.ndarray:
-    """Trajectory indices of ``FILE[:PART]`` (a split or selection file), checked against
-    ``store``: same fingerprint when the file records one, indices in range. A file with
-    one part needs no ``:PART``."""
-    path, part = spec, None
-    if not Path(spec).exists() and ":" in spec:
-        path, part = spec.rsplit(":", 1)
-    parts, meta = splits.load_split(path)
-    if part is None:
-        if len(parts) != 1:
-            raise InputError(path, f"holds parts {', '.join(parts)}; name one as {path}:PART")
-        part = next(iter(parts))
-    if part not in parts:
-        raise InputError(path, f"no part {part!r}; it holds {', '.join(parts) or 'none'}")
-    expected = meta.get("store_fingerprint")
-    if expected is not None and expected != store.fingerprint:
-        raise InputError(path, f"was made for a store with fingerprint {expected}, but "
-                         f"{store.path} has fingerprint {store.fingerprint}")
-    indices = parts[part]
-    if indices.size and indices.max() >= store.n_trajectories:
-        raise InputError(path, f"index {int(indices.max())} is out of range for "
-                         f"{store.path} ({store.n_trajectories} trajectories)", record=part)
-    return indices
-
-
 def trajectories_with_stage(store: TrajectoryStore, stage: str) -> np.ndarray:
     """Sorted indices of the trajectories that have at least one ``stage`` snapshot."""
     if stage not in store.stage_names:
@@ -97,7 +71,7 @@ def choose_molecules(store: TrajectoryStore, stage: str, k: int, seed: int = 42,
     """
     with_stage = trajectories_with_stage(store, stage)
     if select is not None:
-        chosen = read_indices(select, store)
+        chosen = splits.read_part(select, store)
         keep = np.isin(chosen, with_stage)
         if not keep.all():
             logger.warning("%s: %d of %d selected trajectories have no %r snapshots and are "
@@ -105,7 +79,7 @@ def choose_molecules(store: TrajectoryStore, stage: str, k: int, seed: int = 42,
         if not keep.any():
             raise InputError(select, f"none of its trajectories has {stage!r} snapshots")
         return chosen[keep]
-    pool = read_indices(split, store) if split is not None else np.arange(store.n_trajectories)
+    pool = splits.read_part(split, store) if split is not None else np.arange(store.n_trajectories)
     candidates = pool[np.isin(pool, with_stage)]
     if candidates.size == 0:
         raise InputError(split or store.path, f"no trajectory with {stage!r} snapshots")
