@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from force2geo.evaluate.metrics import (
     heavy_atom_rmsd,
     molecule_metrics,
 )
+from force2geo.plotting import pyplot, save_figure
 from force2geo.units import UNITS
 
 logger = logging.getLogger(__name__)
@@ -180,25 +180,11 @@ def format_table(summary: dict, config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        logger.warning("matplotlib is not installed; no plots are drawn")
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _histogram(values, path: Path, xlabel: str, title: str,
                marker: tuple[float, str] | None = None, integer: bool = False) -> None:
     """A histogram of the finite ``values`` to the PNG ``path``; ``marker`` is a vertical
     line at ``(x, label)``; ``integer`` gives one bin per integer for a narrow range."""
-    plt = _pyplot()
-    if plt is None:
-        return
+    plt = pyplot()
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -210,10 +196,7 @@ def _histogram(values, path: Path, xlabel: str, title: str,
         ax.legend()
     ax.set(xlabel=xlabel, ylabel="molecules", title=f"{title} (n = {v.size})")
     fig.tight_layout()
-    tmp = path.parent / f".{path.stem}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=120)
 
 
 def write_report(folder: Path, rows: list[dict], config: dict, model: str,

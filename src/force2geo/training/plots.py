@@ -16,28 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from force2geo import atomic
+from force2geo.plotting import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        logger.warning("matplotlib is not installed; no plots are drawn")
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def learning_curve(records: list[dict], path: str | os.PathLike) -> Path | None:
     """Draw the learning curves of the metric ``records`` (see :mod:`.runlog`) to ``path``."""
-    plt = _pyplot()
-    if plt is None:
-        return None
+    plt = pyplot()
     train = [r for r in records if r["kind"] == "train"]
     valid = [r for r in records if r["kind"] == "valid" and r.get("energy_mae") is not None]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -52,7 +38,7 @@ def learning_curve(records: list[dict], path: str | os.PathLike) -> Path | None:
         ax.plot([r["step"] for r in valid], [r[key] for r in valid], "o-")
         ax.set(xlabel="step", ylabel=label, yscale="log", title=f"validation {label}")
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 def parity(energy_true: np.ndarray, energy_pred: np.ndarray, forces_true: np.ndarray,
@@ -60,9 +46,7 @@ def parity(energy_true: np.ndarray, energy_pred: np.ndarray, forces_true: np.nda
            metrics: dict | None = None) -> Path | None:
     """Parity plots: ``energy_* [n_snapshots]`` eV/atom (less atom references),
     ``forces_* [n_atoms, 3]`` eV/Å; ``metrics`` (of :mod:`.metrics`) go in the titles."""
-    plt = _pyplot()
-    if plt is None:
-        return None
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.3))
     panels = (
         (axes[0], energy_true, energy_pred, "E - atom refs (eV/atom)", "energy_mae",
@@ -80,14 +64,4 @@ def parity(energy_true: np.ndarray, energy_pred: np.ndarray, forces_true: np.nda
             title += f": {name} {metrics[key]:.2f} {unit}"
         ax.set(xlabel=f"reference {label}", ylabel=f"predicted {label}", title=title)
     fig.tight_layout()
-    return _save(fig, plt, path)
-
-
-def _save(fig, plt, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    try:
-        with atomic.atomic_open(path, "wb") as handle:
-            fig.savefig(handle, dpi=110, format=path.suffix.lstrip(".") or "png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
