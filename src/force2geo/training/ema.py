@@ -1,8 +1,11 @@
 """Exponential moving average of a model's weights.
 
-After every optimizer step ``w_ema <- decay * w_ema + (1 - decay) * w``; buffers (the
-reference energies, say) are copied. The averaged copy is what validation, ``best.pt``
-and :func:`~force2geo.training.checkpoint.load_potential` use when EMA is on.
+After every optimizer step ``w_ema <- d * w_ema + (1 - d) * w`` with the warm-up
+``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates (as TensorFlow's and torch-ema's
+``num_updates``): without it, a short run's average is still dominated by the random
+initial weights (0.999^500 = 0.61). Buffers (the reference energies, say) are copied.
+The averaged copy is what validation, ``best.pt`` and
+:func:`~force2geo.training.checkpoint.load_potential` use when EMA is on.
 """
 
 from __future__ import annotations
@@ -25,11 +28,16 @@ class EMA:
         self.model.requires_grad_(False)
         self.n_updates = 0
 
+    @property
+    def current_decay(self) -> float:
+        return min(self.decay, (1.0 + self.n_updates) / (10.0 + self.n_updates))
+
     @torch.no_grad()
     def update(self) -> None:
+        weight = 1.0 - self.current_decay
         for averaged, current in zip(self.model.parameters(), self.source.parameters(),
                                      strict=True):
-            averaged.lerp_(current, 1.0 - self.decay)
+            averaged.lerp_(current, weight)
         for averaged, current in zip(self.model.buffers(), self.source.buffers(), strict=True):
             averaged.copy_(current)
         self.n_updates += 1
