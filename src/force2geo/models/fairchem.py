@@ -24,8 +24,11 @@ unpickler: tensors, containers, plain values and numpy arrays/scalars only, neve
 **What the paper's checkpoint computes.** Pre-training target: ``y = (E - sum_i ref[Z_i]) /
 N`` in eV/atom (E and the isolated-atom references ``ref`` in Hartree, times 27.2114). The
 model's output is the *mean* of its atomic energies ``e_i``, and its wrapper's forces are
-``-d(mean)/dx = -(1/N) dE/dx``, fitted (with equal weight) to DFT forces in full eV/Å. The
-two targets disagree by the factor N, so the weights are a compromise between them.
+``-d(mean)/dx = -(1/N) dE/dx``, which the pre-training script (``OpenMol/TDN/main.py``,
+energy and force weights 1 by default) fitted to DFT forces in full eV/Å. The two targets
+disagree by the factor N, so the weights are a compromise between them. (That script also
+dropped atoms without a neighbour within the cutoff before averaging; the fine-tuning
+wrapper, reproduced here, keeps them. Molecules rarely have such atoms.)
 :func:`foundation_outputs` returns exactly what the wrapper returns. The
 :class:`~force2geo.models.Potential` built here follows the energy target:
 
@@ -34,8 +37,8 @@ two targets disagree by the factor N, so the weights are a compromise between th
 
 with ``ref`` the table of :func:`force2geo.data.readers.pubchemqcr.atom_reference_energies_ev`
 (CODATA Hartree, so totals match PubChemQCR stores converted here). The force directions
-are the wrapper's, so both relax to the same geometries; a force threshold on the
-wrapper's forces (``fmax``) is ``N * fmax`` on this Potential's.
+are the wrapper's, so both have the same minima (not the same optimiser paths); a force
+threshold ``fmax`` on the wrapper's forces is ``N * fmax`` on this Potential's.
 """
 
 from __future__ import annotations
