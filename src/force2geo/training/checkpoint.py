@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import random
 from pathlib import Path
 
@@ -130,18 +129,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     anything but tensors and plain values, or is not a force2geo checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        why = next((line for line in lines if "Unsupported global" in line),
-                   lines[0] if lines else type(exc).__name__)
-        raise InputError(path, f"refused: holds more than tensors and plain values "
-                         f"({why})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise InputError(path, f"damaged or not a torch checkpoint ({exc})") from None
+    checkpoint = fairchem.read_torch_file(path)  # weights-only: tensors and plain values
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise InputError(path, f"not a {FORMAT} file")
     if checkpoint.get("format_version", 0) > FORMAT_VERSION:
