@@ -16,16 +16,13 @@ start quickly.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
-import signal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from force2geo.qc.engines import DFTEngine, Engine, QCError, XTBEngine
-from force2geo.qc.generate import THREAD_VARIABLES
+from force2geo.qc.pool import single_threaded_pool
 from force2geo.qc.protocol import fmax_of, relax_path
 
 ORACLES = ("xtb", "dft")
@@ -127,13 +124,6 @@ def score(task: OracleTask) -> dict:
     return out
 
 
-def _init_worker() -> None:
-    """One thread per worker; Ctrl-C is left to the parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in THREAD_VARIABLES:
-        os.environ[name] = "1"
-
-
 def run_oracle(tasks: Sequence[OracleTask], workers: int,
                on_result: Callable[[dict], None], progress: bool = True) -> None:
     """:func:`score` every task and pass each result to ``on_result`` as it comes (in
@@ -157,17 +147,7 @@ def _results(tasks: Sequence[OracleTask], workers: int) -> Iterable[dict]:
     if workers <= 1:
         yield from map(score, tasks)
         return
-    context = multiprocessing.get_context("spawn")
-    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))  # inherited by the children
-    try:
-        pool = context.Pool(min(workers, len(tasks)), initializer=_init_worker)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    pool = single_threaded_pool(min(workers, len(tasks)))
     try:
         yield from pool.imap_unordered(score, tasks)
         pool.close()

@@ -15,14 +15,12 @@ the failure log are skipped, so nothing is lost or written twice.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import logging
 import multiprocessing
 import os
 import platform
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -35,14 +33,13 @@ from force2geo.data.trajectory import Trajectory
 from force2geo.errors import InputError
 from force2geo.qc.engines import QCError
 from force2geo.qc.molecules import Molecule
+from force2geo.qc.pool import single_threaded_pool
 from force2geo.qc.protocol import ProtocolConfig, relax_molecule
 
 log = logging.getLogger(__name__)
 
 FAILURES = "failures.jsonl"
 RUN_RECORD = "generate.json"
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 
 @dataclass
@@ -68,16 +65,6 @@ class GenerateStats:
 # --------------------------------------------------------------------------- workers
 
 
-def _init_worker() -> None:
-    """Limit the worker to one thread before it imports tblite or PySCF.
-
-    Ctrl-C is left to the parent, which flushes what it has and ends the pool.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in THREAD_VARIABLES:
-        os.environ[name] = "1"
-
-
 def _work(task: tuple[Molecule, ProtocolConfig]) -> tuple[str, Trajectory | dict]:
     """Run the protocol on one molecule: ``("ok", trajectory)`` or ``("fail", record)``."""
     molecule, config = task
@@ -89,21 +76,6 @@ def _work(task: tuple[Molecule, ProtocolConfig]) -> tuple[str, Trajectory | dict
         stage, reason = "internal", f"{type(exc).__name__}: {exc}"
     return "fail", {"name": molecule.name, "smiles": molecule.smiles,
                     "stage": stage, "reason": reason}
-
-
-@contextlib.contextmanager
-def _single_threaded_environment():
-    """Set the thread variables while workers start (spawned children inherit them)."""
-    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    os.environ.update({name: "1" for name in THREAD_VARIABLES})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 # --------------------------------------------------------------------------- failure log
@@ -289,9 +261,7 @@ def _run_pool(todo: list[Molecule], config: ProtocolConfig, workers: int,
         return
     from tqdm import tqdm
 
-    context = multiprocessing.get_context("spawn")
-    with _single_threaded_environment():
-        pool = context.Pool(min(workers, len(todo)), initializer=_init_worker)
+    pool = single_threaded_pool(min(workers, len(todo)))
     bar = tqdm(total=len(todo), unit="mol", disable=not progress, dynamic_ncols=True)
     last_flush, unflushed = time.monotonic(), 0
     results = pool.imap_unordered(_work, [(m, config) for m in todo])
