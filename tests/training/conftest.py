@@ -8,7 +8,6 @@ must leave its forces out.
 
 import numpy as np
 import pytest
-import torch
 
 from force2geo.data.store import TrajectoryWriter
 from force2geo.data.trajectory import Trajectory
@@ -48,16 +47,6 @@ def xtb_store(tmp_path_factory):
         for name, smiles in ENERGY_ONLY.items():
             w.add(label(engine, smiles, name, seed=99, with_forces=False))
     return path
-
-
-@pytest.fixture(autouse=True, scope="session")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads on a shared 2-core machine, and a
-    fixed thread count keeps float reductions in the same order across runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
