@@ -13,3 +13,22 @@ def device(name: str):
         return resolve_device(name)
     except (RuntimeError, ValueError) as exc:
         raise InputError("--device", f"{name!r}: {exc}") from None
+
+
+def add_threads_option(parser) -> None:
+    """``--threads N``: torch's CPU threads in this process (see :func:`set_threads`)."""
+    parser.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="torch CPU threads per process (None: torch's own choice, one per core); on a "
+        "loaded machine, or with several processes per machine, 1 is often much faster")
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)``; None leaves torch's default alone."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise InputError("--threads", f"must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

@@ -74,6 +74,7 @@ def add_parser(subparsers) -> None:
     relax.add_argument("--overwrite", action="store_true",
                        help="discard an earlier evaluation in REPORT_DIR")
     relax.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    common.add_threads_option(relax)
     relax.set_defaults(func=run)
 
 
@@ -98,6 +99,7 @@ def run(args) -> int:
     from force2geo.evaluate.report import TEXT_NAME
     from force2geo.evaluate.runner import evaluate_relaxation
 
+    common.set_threads(args.threads)
     config = _config(args)
     if config.k < 1:
         raise InputError("--k", f"must be at least 1, got {config.k}")

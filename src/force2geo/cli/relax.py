@@ -59,6 +59,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUTPUT and discard an interrupted run's partial files")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    common.add_threads_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -103,6 +104,7 @@ def run(args) -> int:
     from force2geo.relax.inputs import read_inputs
     from force2geo.relax.output import OrderedOutput
 
+    common.set_threads(args.threads)
     config = _config(args)
     device = common.device(args.device)
     if device.type == "cpu":

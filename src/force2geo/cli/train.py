@@ -16,6 +16,7 @@ import json
 import logging
 import os
 
+from force2geo.cli import common
 from force2geo.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def add_parser(subparsers) -> None:
                         help="a TrainConfig as JSON; options given here override it")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in RUN_DIR exactly from its last.pt")
+    common.add_threads_option(parser)
     _add_model_options(parser)
     _add_data_options(parser)
     _add_optimisation_options(parser)
@@ -101,6 +103,7 @@ def _add_optimisation_options(parser) -> None:
 def run(args) -> int:
     from force2geo.training import TrainConfig, fit
 
+    common.set_threads(args.threads)
     options = _options(args)
     resume = getattr(args, "resume", False)
     try:
@@ -154,7 +157,7 @@ def _base(args) -> dict:
 
 def _options(args) -> dict:
     """The options given on the command line, under their TrainConfig names."""
-    skip = {"func", "command", "verbose", "config_file", "resume"}
+    skip = {"func", "command", "verbose", "config_file", "resume", "threads"}
     options = {k: v for k, v in vars(args).items() if k not in skip}
     if "model_config" in options:
         options["model_config"] = dict(_key_value(item) for item in options["model_config"])
