@@ -27,7 +27,7 @@ from force2geo.training import (
     resume_config,
     train_step,
 )
-from force2geo.training.fit import build_potential, fit_reference_energies
+from force2geo.training.fit import build_potential, fit_reference_energies, warm_start_potential
 from force2geo.training.runlog import read_records
 from force2geo.units import UNITS
 
@@ -204,3 +204,25 @@ def test_killed_run_resumes_from_its_last_checkpoint(reference_run, tmp_path):
     fit(resume_config(run_dir), resume=True)
     assert_same_state(load_checkpoint(run_dir / "last.pt"), expected)
     assert comparable(read_records(run_dir)) == comparable(read_records(config.run_dir))
+
+
+def test_warm_start_begins_from_the_checkpoint_weights(reference_run, tmp_path):
+    """--init: the new run starts from the source checkpoint's EMA weights and reference
+    energies, and trains on from there; a different backbone is refused by name."""
+    config, _, checkpoint = reference_run
+    source = Path(config.run_dir) / "last.pt"
+    warm = config.replace(run_dir=os.fspath(tmp_path / "warm"), init=os.fspath(source),
+                          epochs=1, max_steps=2, ema_decay=None, plots=False)
+    start = warm_start_potential(warm)
+    for name, value in checkpoint["ema"]["model"].items():
+        assert torch.equal(start.state_dict()[name], value), name
+    assert start.training
+    fit(warm)
+    trained = load_checkpoint(tmp_path / "warm" / "last.pt")
+    assert torch.equal(trained["atom_refs"], checkpoint["atom_refs"])
+    assert trained["progress"]["step"] == 2
+    assert TrainConfig.from_dict(trained["config"]).init == os.fspath(source)
+    wrong = warm.replace(run_dir=os.fspath(tmp_path / "wrong"),
+                         model_config={**config.model_config, "hidden_channels": 8})
+    with pytest.raises(InputError, match="hidden_channels"):
+        fit(wrong)

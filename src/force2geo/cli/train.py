@@ -22,7 +22,8 @@ from force2geo.errors import InputError
 logger = logging.getLogger(__name__)
 
 # The options --resume accepts: the ones that leave the optimisation path unchanged.
-RESUME_OPTIONS = {"epochs": "--epochs", "max_steps": "--max-steps", "device": "--device",
+RESUME_OPTIONS = {"epochs": "--epochs", "max_steps": "--max-steps",
+                  "max_minutes": "--max-minutes", "device": "--device",
                   "log_every": "--log-every", "ckpt_every": "--ckpt-every", "data": "--data",
                   "plots": "--no-plots"}
 
@@ -59,6 +60,10 @@ def _add_model_options(parser) -> None:
                        metavar="KEY=VALUE",
                        help="a field of the backbone's config, e.g. hidden_channels=64 "
                        "(repeatable; defaults: the paper's PaiNN)")
+    group.add_argument("--init", metavar="CKPT",
+                       help="start from the weights and reference energies of this "
+                       "checkpoint (warm start: fresh optimizer and schedule); the backbone "
+                       "options must match it")
     group.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     group.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
 
@@ -82,6 +87,8 @@ def _add_optimisation_options(parser) -> None:
     group = parser.add_argument_group("optimisation")
     group.add_argument("--epochs", type=int, help="default 10")
     group.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    group.add_argument("--max-minutes", type=float,
+                       help="stop after this many minutes of training (a checkpoint is kept)")
     group.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
     group.add_argument("--lambda-e", type=float, help="energy loss weight (default 1)")
     group.add_argument("--lambda-f", type=float, help="force loss weight (default 10)")

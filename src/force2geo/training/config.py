@@ -44,6 +44,9 @@ class TrainConfig:
     ``plateau_patience`` / ``plateau_factor`` (epochs without validation improvement before
     the learning rate is multiplied by the factor). ``device``: "auto", "cpu", "cuda" or
     "cuda:N"; ``dtype``: "float32" or "float64" (energies are float64 either way).
+    ``init``: a checkpoint of an earlier run whose weights (its EMA weights when it kept
+    them) and reference energies start this run (warm start; optimizer, schedule and data
+    position start afresh); its backbone must be the one ``model``/``model_config`` name.
     Logging: a train record every ``log_every`` steps, ``last.pt`` every ``ckpt_every``
     steps and at each epoch end; PNG plots at the end unless ``plots`` is False.
     """
@@ -75,6 +78,7 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 500
     plots: bool = True
+    init: str | None = None
 
     def __post_init__(self) -> None:
         # Normalise containers so that a config read back from JSON compares equal.

@@ -43,6 +43,8 @@ from force2geo.training.checkpoint import (
     DTYPES,
     load_checkpoint,
     make_checkpoint,
+    model_description,
+    potential_from_checkpoint,
     restore_rng,
     save_checkpoint,
 )
@@ -79,6 +81,22 @@ def build_potential(config: TrainConfig, atom_refs=None) -> Potential:
     """The untrained Potential of ``config`` (backbone + ``atom_refs [119]`` eV) in its dtype."""
     backbone = build_backbone(config.model, **config.model_config)
     return Potential(backbone, atom_refs).to(DTYPES[config.dtype])
+
+
+def warm_start_potential(config: TrainConfig) -> Potential:
+    """The Potential of ``config`` with the weights and reference energies of the checkpoint
+    ``config.init`` (its EMA weights when it kept them)."""
+    source = load_checkpoint(config.init)
+    wanted = model_description(config.model, config.model_config)
+    if source["model"] != wanted:
+        have = source["model"]
+        raise InputError(config.init, f"holds a {have['name']} backbone with config "
+                         f"{have['config']}, not the {wanted['name']} {wanted['config']} this "
+                         "run asks for; pass the same --model and --model-option values")
+    potential = build_potential(config, source["atom_refs"])
+    trained = potential_from_checkpoint(source).to(DTYPES[config.dtype])
+    potential.load_state_dict(trained.state_dict())
+    return potential.train()
 
 
 def fit_reference_energies(store: TrajectoryStore, indices: np.ndarray, seed: int = 0,
@@ -242,9 +260,14 @@ def _start(config: TrainConfig, resume: bool, info: DistInfo, device) -> _Run:
     if parts["train"].size == 0:
         raise InputError(store.path, f"no training snapshots (stages {list(config.stages)})")
     torch.manual_seed(config.seed)
-    refs = (checkpoint["atom_refs"] if checkpoint is not None
-            else fit_reference_energies(store, parts["train"], config.seed))
-    potential = build_potential(config, refs).to(device)
+    if checkpoint is not None:
+        potential = build_potential(config, checkpoint["atom_refs"])
+    elif config.init is not None:
+        potential = warm_start_potential(config)
+    else:
+        potential = build_potential(config, fit_reference_energies(store, parts["train"],
+                                                                    config.seed))
+    potential = potential.to(device)
     run = _assemble(config, info, potential, store, parts)
     if checkpoint is not None:
         _restore(run, checkpoint, run_dir / "last.pt")
