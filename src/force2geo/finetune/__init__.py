@@ -1,0 +1,11 @@
+"""Property prediction from geometries (paper §2.4, §4.3, §4.4, A.5).
+
+* :mod:`.dataset` — property datasets: per molecule a ground-truth geometry, alternative
+  input geometries (RDKit, early-stage, MLIP-relaxed with its trajectory) and targets (eV).
+* :mod:`.model` — :class:`~.model.PropertyModel`: a backbone (PaiNN, SchNet, GIN-virtual)
+  with a property head and an equivariant displacement head; Force2Prop from an MLIP.
+* :mod:`.train` — :func:`~.train.fit_property`: property training, Force2Prop fine-tuning
+  and geometry fine-tuning.
+* :mod:`.denoise` — coordinate-denoising pre-training (Zaidi et al. 2022), the paper's
+  alternative pre-training (A.5.2).
+"""
