@@ -9,3 +9,15 @@
 * :mod:`.denoise` — coordinate-denoising pre-training (Zaidi et al. 2022), the paper's
   alternative pre-training (A.5.2).
 """
+
+from .build import from_store as from_store
+from .build import stage_geometries as stage_geometries
+from .conformers import add_rdkit_conformers as add_rdkit_conformers
+from .conformers import ordered_conformer as ordered_conformer
+from .dataset import GEOMETRIES as GEOMETRIES
+from .dataset import Graph2D as Graph2D
+from .dataset import PropertyBatch as PropertyBatch
+from .dataset import PropertyDataset as PropertyDataset
+from .relaxation import relax_geometries as relax_geometries
+from .splits import leakage_mask as leakage_mask
+from .splits import split_dataset as split_dataset

@@ -1,0 +1,78 @@
+"""Train/valid/test splits of a property dataset, with leakage removal (paper A.3).
+
+The split rules are :mod:`force2geo.data.splits`' (random: a seeded permutation;
+scaffold: Bemis-Murcko groups, largest first). Molecules of the valid and test parts
+that occur in the MLIP's pretraining data (same InChIKey, or same CID where both know
+it) are dropped, as the paper drops Molecule3D test molecules found in PubChemQCR.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from force2geo.data.splits import (
+    DEFAULT_FRACTIONS,
+    SPLIT_METHODS,
+    random_split,
+    remove_leakage,
+    scaffold_split,
+)
+from force2geo.data.store import TrajectoryStore
+from force2geo.finetune.dataset import PropertyDataset
+
+log = logging.getLogger(__name__)
+
+Pretraining = TrajectoryStore | str | os.PathLike | Sequence[str]
+
+
+def leakage_mask(dataset: PropertyDataset, pretraining: Pretraining,
+                 first_block: bool = False) -> np.ndarray:
+    """``[n]`` bool: True for molecules of ``dataset`` absent from ``pretraining`` (a
+    store, its path, or a list of InChIKeys), by InChIKey and CID (see
+    :func:`force2geo.data.splits.remove_leakage`; ``first_block`` compares only the
+    14-character connectivity block)."""
+    if isinstance(pretraining, (str, os.PathLike)):
+        pretraining = TrajectoryStore(pretraining)
+    if isinstance(pretraining, TrajectoryStore):
+        return remove_leakage(dataset.inchikeys, pretraining.identifiers("inchikey"),
+                              dataset.cids, pretraining.cids(), first_block=first_block)
+    return remove_leakage(dataset.inchikeys, list(pretraining), first_block=first_block)
+
+
+def split_dataset(dataset: PropertyDataset, method: str = "random",
+                  fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 42, *,
+                  pretraining: Pretraining | None = None,
+                  first_block: bool = False) -> dict[str, np.ndarray]:
+    """``{"train", "valid", "test"}`` -> sorted int64 dataset indices.
+
+    ``method``: ``random`` (uses ``seed``) or ``scaffold`` (deterministic, from the
+    SMILES). With ``pretraining``, valid and test molecules found there are removed
+    (train keeps them: they leak nothing into the evaluation).
+    """
+    if method == "random":
+        split = random_split(len(dataset), fractions, seed)
+    elif method == "scaffold":
+        split = scaffold_split(dataset.smiles, fractions)
+    else:
+        raise ValueError(f"unknown split method {method!r}; choose from "
+                         f"{', '.join(SPLIT_METHODS)}")
+    if pretraining is not None:
+        keep = leakage_mask(dataset, pretraining, first_block)
+        for part in ("valid", "test"):
+            dropped = int((~keep[split[part]]).sum())
+            if dropped:
+                log.info("%s: %d molecule(s) also in the pretraining data removed", part,
+                         dropped)
+            split[part] = split[part][keep[split[part]]]
+    return split
+
+
+def split_meta(dataset: PropertyDataset, method: str, **settings) -> dict:
+    """The ``meta`` of a split file of ``dataset`` (for
+    :func:`force2geo.data.splits.save_split`): method, settings, dataset fingerprint."""
+    return {"method": method, **settings, "index": "dataset",
+            "dataset_fingerprint": dataset.fingerprint, "n_molecules": len(dataset)}
