@@ -1,0 +1,227 @@
+"""The registry of shipped models, and the one resolver of every way to name a model.
+
+The shipped models live in one folder, :data:`WEIGHTS_DIR` (package data,
+``force2geo/pretrained/weights/``): the weight files (inference checkpoints written by
+:func:`~force2geo.pretrained.export.export_pretrained`), a model card per model and
+``registry.json``, which lists each model with its files, their SHA-256 and size, the level
+of theory of its training labels and its units. A model of several files is an ensemble.
+A file is loaded only after its SHA-256 matches the registry, so a truncated download, a
+damaged install or a file replaced without re-registering fails loudly instead of giving
+wrong energies.
+
+``registry.json``::
+
+    {"format": "force2geo-pretrained-registry", "format_version": 1,
+     "models": {"force2geo-painn-xtb": {"description": ..., "level_of_theory": ...,
+                "units": {...}, "license": "MIT", "card": "force2geo-painn-xtb.md",
+                "files": [{"file": "force2geo-painn-xtb.pt", "sha256": ..., "size": ...}]}}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from force2geo.atomic import write_json
+from force2geo.errors import InputError
+from force2geo.units import UNITS
+
+DEFAULT = "force2geo-painn-xtb"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+REGISTRY = "registry.json"
+REGISTRY_FORMAT = "force2geo-pretrained-registry"
+REGISTRY_VERSION = 1
+RUN_CHECKPOINTS = ("best.pt", "last.pt")  # in a run folder, the first that exists is used
+HOW_TO_MAKE = ("make it with scripts/make_pretrained.sh, or pass --model with a checkpoint "
+               "of 'force2geo train' (or its run folder) or the paper's released PaiNN "
+               "checkpoint")
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One weight file of a shipped model: its name in the weights folder, SHA-256, bytes."""
+
+    file: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A shipped model: its ``files`` (several: an ensemble), what it is (``description``),
+    the ``level_of_theory`` of its training labels, ``units`` of its outputs, ``license``
+    and the file name of its model ``card`` (None until one is written)."""
+
+    name: str
+    files: tuple[WeightFile, ...]
+    description: str = ""
+    level_of_theory: str = ""
+    units: dict = field(default_factory=lambda: dict(UNITS))
+    license: str = "MIT"
+    card: str | None = None
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.files) > 1
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        del out["name"]
+        return out
+
+    @classmethod
+    def from_dict(cls, name: str, values: dict) -> Entry:
+        files = tuple(WeightFile(**f) for f in values.get("files", ()))
+        rest = {k: v for k, v in values.items() if k != "files"}
+        return cls(name=name, files=files, **rest)
+
+
+def weights_dir() -> Path:
+    """The folder of the shipped models (:data:`WEIGHTS_DIR`, read when called)."""
+    return Path(WEIGHTS_DIR)
+
+
+def read_registry(folder: str | os.PathLike | None = None) -> dict[str, Entry]:
+    """The models listed in ``folder/registry.json`` (default folder: :func:`weights_dir`);
+    {} when there is no registry file."""
+    path = Path(folder or weights_dir()) / REGISTRY
+    if not path.is_file():
+        return {}
+    try:
+        content = json.loads(path.read_text())
+        if content.get("format") != REGISTRY_FORMAT:
+            raise ValueError(f"format is {content.get('format')!r}, not {REGISTRY_FORMAT!r}")
+        return {name: Entry.from_dict(name, values)
+                for name, values in content.get("models", {}).items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InputError(path, f"not a readable model registry ({exc})") from None
+
+
+def register(entry: Entry, folder: str | os.PathLike | None = None) -> Path:
+    """Add ``entry`` to ``folder/registry.json`` (replacing a model of the same name),
+    atomically; return the registry's path."""
+    folder = Path(folder or weights_dir())
+    models = {name: e.to_dict() for name, e in read_registry(folder).items()}
+    models[entry.name] = entry.to_dict()
+    content = {"format": REGISTRY_FORMAT, "format_version": REGISTRY_VERSION,
+               "models": dict(sorted(models.items()))}
+    return write_json(folder / REGISTRY, content, indent=1)
+
+
+def _entry(name: str, folder: Path) -> Entry:
+    registry = read_registry(folder)
+    if name in registry and registry[name].files:
+        return registry[name]
+    if name == DEFAULT:
+        raise InputError(folder / REGISTRY, f"no shipped model yet ({DEFAULT} is not "
+                         f"there): {HOW_TO_MAKE}")
+    shipped = ", ".join(sorted(registry)) or "none"
+    raise InputError(name, f"not a shipped model (shipped: {shipped}) and no such file")
+
+
+def shipped_files(name: str | None = None, folder: str | os.PathLike | None = None
+                  ) -> list[Path]:
+    """The weight files of shipped model ``name`` (default :data:`DEFAULT`), each checked
+    against the registry's SHA-256; :class:`InputError` when one is missing or differs."""
+    from force2geo.evaluate.runner import file_sha256
+
+    folder = Path(folder or weights_dir())
+    entry = _entry(name or DEFAULT, folder)
+    paths = []
+    for weight in entry.files:
+        path = folder / weight.file
+        if not path.is_file():
+            raise InputError(path, f"listed for {entry.name} in {REGISTRY} but missing: "
+                             f"reinstall force2geo, or {HOW_TO_MAKE}")
+        digest = file_sha256(path)
+        if digest != weight.sha256:
+            raise InputError(path, f"SHA-256 {digest} differs from the registry's "
+                             f"{weight.sha256}: the file is damaged or was replaced without "
+                             f"being registered; reinstall force2geo or export it again")
+        paths.append(path)
+    return paths
+
+
+def model_files(spec: str | os.PathLike | None = None,
+                folder: str | os.PathLike | None = None) -> list[Path]:
+    """The files a model ``spec`` names (see :func:`resolve_model`), shipped ones checked.
+
+    A run folder of ``force2geo train`` stands for its ``best.pt`` (else ``last.pt``).
+    """
+    if spec is None:
+        return shipped_files(DEFAULT, folder)
+    path = Path(spec)
+    if path.exists():
+        return [run_checkpoint(path)]
+    return shipped_files(os.fspath(spec), folder)
+
+
+def run_checkpoint(path: str | os.PathLike) -> Path:
+    """``path`` itself when it is a file; for a run folder of ``force2geo train`` its
+    ``best.pt``, else its ``last.pt``."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise InputError(path, "no such checkpoint file or run folder")
+    for name in RUN_CHECKPOINTS:
+        if (path / name).is_file():
+            return path / name
+    raise InputError(path, f"a folder without {' or '.join(RUN_CHECKPOINTS)} "
+                     "(not a run of force2geo train)")
+
+
+def load_pretrained(name: str | None = None, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | None = None,
+                    folder: str | os.PathLike | None = None):
+    """The shipped model ``name`` (default :data:`DEFAULT`): a
+    :class:`~force2geo.models.Potential`, or an :class:`~force2geo.pretrained.Ensemble`
+    when it has several files; in eval mode on ``device``, in ``dtype`` (default: the
+    stored float32). Raises :class:`InputError` saying what to do when none is shipped."""
+    return _load(shipped_files(name, folder), device, dtype)
+
+
+def resolve_model(spec: str | os.PathLike | Sequence | None = None,
+                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                  folder: str | os.PathLike | None = None):
+    """The model ``spec`` names, ready for inference (eval mode, on ``device``).
+
+    ``spec``: None (the default shipped model), a shipped model's name, a checkpoint of
+    ``force2geo train`` (or its run folder), an exported model file, the paper's released
+    PaiNN checkpoint (or a fairchem/OC20 PaiNN checkpoint), or a list of such specs,
+    which makes an :class:`~force2geo.pretrained.Ensemble`. Files are read by
+    :func:`~force2geo.training.checkpoint.load_potential`.
+    """
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise InputError("model", "an empty list of models")
+        paths = [p for item in spec for p in model_files(item, folder)]
+    else:
+        paths = model_files(spec, folder)
+    return _load(paths, device, dtype)
+
+
+def _load(paths: list[Path], device, dtype):
+    from force2geo.pretrained.ensemble import Ensemble
+    from force2geo.training.checkpoint import load_potential
+
+    members = [load_potential(p, device=device, dtype=dtype) for p in paths]
+    return members[0] if len(members) == 1 else Ensemble(members).eval()
+
+
+def model_identity(spec: str | os.PathLike | Sequence | None = None) -> dict:
+    """What identifies the model ``spec`` names, for run records and resume checks:
+    the spec as given and the absolute path and SHA-256 of each of its files."""
+    from force2geo.evaluate.runner import file_sha256
+
+    items = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    paths = [p.resolve() for item in items for p in model_files(item)]
+    given = [None if s is None else os.fspath(s) for s in items]
+    return {"spec": given if isinstance(spec, (list, tuple)) else given[0],
+            "files": [{"path": str(p), "sha256": file_sha256(p)} for p in paths]}
