@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +43,9 @@ import torch
 from torch import Tensor
 
 from force2geo import __version__
-from force2geo.atomic import fsync_dir
 from force2geo.errors import InputError
+from force2geo.finetune import storage
+from force2geo.finetune.storage import offsets
 from force2geo.models import Batch
 from force2geo.models.gin import Graph2D, collate_graphs, smiles_graph
 from force2geo.relax import STATUSES
@@ -54,9 +54,6 @@ from force2geo.units import UNITS
 __all__ = ["GEOMETRIES", "Graph2D", "MoleculeRecord", "PropertyBatch", "PropertyDataset"]
 
 GEOMETRIES = ("ground_truth", "rdkit", "early", "mlip")
-FORMAT = "force2geo-property-dataset"
-FORMAT_VERSION = 1
-META = "meta.json"
 STRING_COLUMNS = ("name", "smiles", "inchikey")
 # column -> (dtype, trailing shape, scope): "molecule" [n], "offset" [n + 1], "atom" rows
 _COLUMNS: dict[str, tuple[str, tuple[int, ...], str]] = {
@@ -119,20 +116,6 @@ def _ranges(start: np.ndarray, length: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(start, dtype=np.int64) - seg_start, length) + np.arange(total)
 
 
-def _offsets(sizes: Sequence[int] | np.ndarray) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))]).astype(np.int64)
-
-
-def _pack_strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    encoded = [v.encode("utf-8") for v in values]
-    return np.frombuffer(b"".join(encoded), dtype=np.uint8), _offsets([len(e) for e in encoded])
-
-
-def _unpack_strings(data: np.ndarray, offset: np.ndarray) -> list[str]:
-    raw = np.asarray(data).tobytes()
-    return [raw[a:b].decode("utf-8") for a, b in zip(offset[:-1], offset[1:], strict=True)]
-
-
 class PropertyDataset:
     """Molecules with alternative geometries and property targets (eV, Å).
 
@@ -152,6 +135,7 @@ class PropertyDataset:
         self._fingerprint: str | None = None
         self._graphs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._traj_row_offset: np.ndarray | None = None
+        self._stored: tuple[Path, dict, str | None] | None = None  # set by load()
         self._check()
 
     # -- construction
@@ -165,7 +149,7 @@ class PropertyDataset:
             "atomic_numbers": np.concatenate([np.asarray(r.atomic_numbers, np.uint8)
                                               for r in records]) if records
             else np.empty(0, np.uint8),
-            "atom_offset": _offsets(n_atoms),
+            "atom_offset": offsets(n_atoms),
             "charge": np.array([r.charge for r in records], dtype=np.int16),
             "cid": np.array([r.cid for r in records], dtype=np.int64),
             "source_index": np.array([r.source_index for r in records], dtype=np.int64),
@@ -263,7 +247,7 @@ class PropertyDataset:
         """First row of each molecule's frames in ``traj_positions``, ``[n + 1]``."""
         if self._traj_row_offset is None:
             frames = np.diff(self._columns["traj_frame_offset"])
-            self._traj_row_offset = _offsets(self.n_atoms() * frames)
+            self._traj_row_offset = offsets(self.n_atoms() * frames)
         return self._traj_row_offset
 
     def trajectory_energy(self, i: int) -> np.ndarray | None:
@@ -371,11 +355,11 @@ class PropertyDataset:
         rows = _ranges(c["atom_offset"][indices], sizes)
         frames = np.diff(c["traj_frame_offset"])
         frame_rows_start = self._traj_rows()[:-1]
-        out = {"atomic_numbers": c["atomic_numbers"][rows], "atom_offset": _offsets(sizes),
+        out = {"atomic_numbers": c["atomic_numbers"][rows], "atom_offset": offsets(sizes),
                "targets": c["targets"][indices],
                "traj_positions": c["traj_positions"][_ranges(frame_rows_start[indices],
                                                              sizes * frames[indices])],
-               "traj_frame_offset": _offsets(frames[indices]),
+               "traj_frame_offset": offsets(frames[indices]),
                "traj_energy": c["traj_energy"][_ranges(c["traj_frame_offset"][indices],
                                                        frames[indices])]}
         for name, (_, _, scope) in _COLUMNS.items():
@@ -430,7 +414,7 @@ class PropertyDataset:
             per_molecule[i], per_energy[i] = frames[k], energies[k]
             status[i], n_steps[i], last_fmax[i] = STATUSES.index(statuses[k]), steps[k], fmax[k]
         counts = [0 if f is None else len(f) for f in per_molecule]
-        self._columns["traj_frame_offset"] = _offsets(counts)
+        self._columns["traj_frame_offset"] = offsets(counts)
         kept = [f.reshape(-1, 3) for f in per_molecule if f is not None]
         self._columns["traj_positions"] = (np.concatenate(kept).astype(np.float32) if kept
                                            else np.zeros((0, 3), np.float32))
@@ -452,7 +436,7 @@ class PropertyDataset:
                 digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
                 digest.update(array.tobytes())
             for column in STRING_COLUMNS:
-                digest.update(_pack_strings(self._strings(column))[0].tobytes())
+                digest.update(storage.pack_strings(self._strings(column))[0].tobytes())
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
@@ -484,63 +468,21 @@ class PropertyDataset:
 
     # -- files
     def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the dataset to ``folder`` (a temporary sibling, then renamed into place).
-
-        An existing ``folder`` is replaced only with ``overwrite`` and only when it is a
-        property dataset itself. Returns the folder.
-        """
-        folder = Path(folder)
-        if folder.exists():
-            if not overwrite:
-                raise InputError(folder, "exists; pass overwrite=True (--overwrite) to "
-                                 "replace it")
-            if not (folder / META).is_file():
-                raise InputError(folder, "exists and is not a property dataset; refusing to "
-                                 "replace it")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        try:
-            files = self._write_columns(tmp)
-            meta = self._file_meta(files)
-            with open(tmp / META, "w", encoding="utf-8") as handle:
-                json.dump(meta, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            fsync_dir(tmp)
-            _replace_folder(tmp, folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        return folder
-
-    def _write_columns(self, folder: Path) -> dict[str, str]:
-        files = {}
+        """Write the dataset to ``folder``, atomically (see the module docstring); an
+        existing dataset there is replaced only with ``overwrite``. Returns the folder."""
         arrays = dict(self._columns)
         for column in STRING_COLUMNS:
-            arrays[column], arrays[f"{column}_offset"] = _pack_strings(self._strings(column))
-        for name, array in arrays.items():
-            path = folder / f"{name}.npy"
-            with open(path, "wb") as handle:
-                np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-                handle.flush()
-                os.fsync(handle.fileno())
-            files[path.name] = _sha256(path)
-        return files
-
-    def _file_meta(self, files: dict[str, str]) -> dict:
-        return {
-            **self.meta,
-            "format": FORMAT, "format_version": FORMAT_VERSION,
-            "force2geo_version": __version__,
+            arrays[column], arrays[f"{column}_offset"] = storage.pack_strings(
+                self._strings(column))
+        meta = {
+            **self.meta, "force2geo_version": __version__,
             "n_molecules": len(self), "n_atoms": int(self._columns["atom_offset"][-1]),
             "target_names": list(self.target_names), "geometries": list(GEOMETRIES),
             "geometry_counts": {g: int(self.has(g).sum()) for g in GEOMETRIES},
             "relax_statuses": list(STATUSES), "units": dict(UNITS),
-            "files": files, "fingerprint": self.fingerprint,
+            "fingerprint": self.fingerprint,
         }
+        return storage.write_folder(folder, arrays, meta, overwrite)
 
     @classmethod
     def load(cls, folder: str | os.PathLike, mmap: bool = True) -> PropertyDataset:
@@ -549,44 +491,30 @@ class PropertyDataset:
         Raises :class:`InputError` naming the folder when it is missing, not a property
         dataset, from a newer format, or lacks or has malformed column files.
         """
-        folder = Path(folder)
-        meta = _read_meta(folder)
-        names = list(_COLUMNS) + ["targets"] + [s for c in STRING_COLUMNS
-                                                 for s in (c, f"{c}_offset")]
-        arrays = {}
-        for name in names:
-            path = folder / f"{name}.npy"
-            try:
-                arrays[name] = np.load(path, mmap_mode="r" if mmap else None,
-                                       allow_pickle=False)
-            except FileNotFoundError:
-                raise InputError(folder, f"missing column file {path.name}") from None
-            except ValueError as exc:
-                raise InputError(path, f"not a readable .npy column ({exc})") from None
-        strings = {c: _unpack_strings(arrays.pop(c), arrays.pop(f"{c}_offset"))
+        meta = storage.read_meta(folder)
+        names = [*_COLUMNS, "targets", *STRING_COLUMNS, *(f"{c}_offset" for c in STRING_COLUMNS)]
+        arrays = storage.read_columns(folder, names, mmap)
+        strings = {c: storage.unpack_strings(arrays.pop(c), arrays.pop(f"{c}_offset"))
                    for c in STRING_COLUMNS}
         for name in ("atom_offset", "traj_frame_offset"):
             arrays[name] = np.array(arrays[name])  # small, and indexed constantly
         keep = {k: v for k, v in meta.items() if k not in _DERIVED_META}
         try:
             dataset = cls(arrays, strings, meta["target_names"], keep)
-        except ValueError as exc:
+        except (KeyError, ValueError) as exc:
             raise InputError(folder, f"inconsistent dataset: {exc}") from None
         dataset._fingerprint = meta.get("fingerprint")
-        dataset._files = meta.get("files", {})
-        dataset._folder = folder
+        dataset._stored = (Path(folder), meta.get("files", {}), meta.get("fingerprint"))
         return dataset
 
     def verify(self) -> None:
         """Check a loaded dataset's files against their recorded SHA-256 and its data
         against the recorded fingerprint; raise :class:`InputError` on a mismatch."""
-        folder = getattr(self, "_folder", None)
-        if folder is None:
+        if self._stored is None:
             raise ValueError("verify() checks a dataset read by load()")
-        for name, digest in self._files.items():
-            if _sha256(folder / name) != digest:
-                raise InputError(folder / name, "checksum mismatch (corrupt file)")
-        recorded, self._fingerprint = self._fingerprint, None
+        folder, files, recorded = self._stored
+        storage.verify_files(folder, files)
+        self._fingerprint = None
         if recorded is not None and self.fingerprint != recorded:
             raise InputError(folder, f"fingerprint {self.fingerprint} differs from the "
                              f"recorded {recorded}")
@@ -597,6 +525,7 @@ class PropertyDataset:
                 f"{counts})")
 
 
+# meta.json keys that save() derives from the data (not carried over by load())
 _DERIVED_META = ("format", "format_version", "n_molecules", "n_atoms", "target_names",
                  "geometries", "geometry_counts", "relax_statuses", "units", "files",
                  "fingerprint", "force2geo_version")
@@ -612,42 +541,3 @@ def _empty_relaxation(n: int) -> dict[str, np.ndarray]:
     return {"relax_status": np.full(n, -1, np.int8), "relax_steps": np.full(n, -1, np.int32),
             "relax_fmax": np.full(n, np.nan), "traj_positions": np.zeros((0, 3), np.float32),
             "traj_frame_offset": np.zeros(n + 1, np.int64), "traj_energy": np.zeros(0)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _read_meta(folder: Path) -> dict:
-    path = folder / META
-    if not folder.is_dir():
-        raise InputError(folder, "no such dataset folder")
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(folder, f"not a property dataset (no {META})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"unreadable ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise InputError(path, f"not a {FORMAT} folder")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise InputError(path, f"format {meta['format_version']} is newer than this "
-                         f"force2geo ({FORMAT_VERSION}); upgrade force2geo")
-    return meta
-
-
-def _replace_folder(tmp: Path, folder: Path) -> None:
-    """Rename ``tmp`` to ``folder``; an existing ``folder`` is moved aside first and
-    removed only after the new one is in place."""
-    old = None
-    if folder.exists():
-        old = folder.parent / f".{folder.name}.old-{os.getpid()}"
-        os.rename(folder, old)
-    os.rename(tmp, folder)
-    fsync_dir(folder.parent)
-    if old is not None:
-        shutil.rmtree(old)
