@@ -1,4 +1,4 @@
-"""``force2geo relax INPUT -o OUTPUT --model CKPT``: batched MLIP geometry optimisation."""
+"""``force2geo relax INPUT -o OUTPUT [--model MODEL]``: batched MLIP geometry optimisation."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from force2geo.cli import common
 from force2geo.errors import InputError
 
 DESCRIPTION = """\
-Relax molecules with a trained potential (a checkpoint of 'force2geo train'), many at once
-on one device: BFGS (ASE semantics: maxstep 0.2 Å, initial Hessian 70 eV/Å^2), L-BFGS or
-FIRE, until the largest atomic force is below --fmax (eV/Å) or --steps position updates.
-Converged molecules leave the batch and waiting ones join, within --batch-atoms atoms.
+Relax molecules with a machine-learning potential (--model), many at once on one device:
+BFGS (ASE semantics: maxstep 0.2 Å, initial Hessian 70 eV/Å^2), L-BFGS or FIRE, until the
+largest atomic force is below --fmax (eV/Å) or --steps position updates. Converged
+molecules leave the batch and waiting ones join, within --batch-atoms atoms.
 
 INPUT: a .smi file ('SMILES [name]' per line; an RDKit ETKDG conformer is made) or
 builtin:SET, an SDF file, a multi-frame extxyz file (one molecule per frame), or a
@@ -28,6 +28,12 @@ OUTPUT (.xyz/.extxyz or .sdf): the same molecules in the same order, each with t
 record's own keys plus converged, n_steps, fmax (eV/Å), energy (eV) and status
 (converged, step_limit, or diverged: non-finite energy or forces, an atom more than 5 Å
 from all others, or energy 10 eV above the start). OUTPUT.json records the run.
+
+MODEL (default: the shipped model force2geo-painn-xtb): a shipped model's name, a
+checkpoint of 'force2geo train' or its run folder (best.pt), an exported model, or the
+paper's released PaiNN checkpoint. When it is an ensemble, each molecule also gets
+energy_std (eV) and forces_std (eV/Å, largest over atoms): the members' spread at the
+final geometry, an uncertainty flag.
 
 A killed run resumes: rerun the same command and it goes on after the last molecule
 written (from OUTPUT.partial and OUTPUT.partial.json)."""
@@ -41,8 +47,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("input", metavar="INPUT", help=".smi, builtin:SET, .sdf, .xyz or store")
     parser.add_argument("-o", "--output", metavar="OUTPUT", required=True,
                         help="relaxed molecules, .xyz/.extxyz or .sdf")
-    parser.add_argument("--model", metavar="CKPT", required=True,
-                        help="checkpoint of a trained potential (force2geo train)")
+    parser.add_argument("--model", metavar="MODEL", default=None,
+                        help="shipped model name or checkpoint; None: the shipped model")
     parser.add_argument("--fmax", type=float, default=0.05, help="convergence, eV/Å")
     parser.add_argument("--steps", type=int, default=500, help="position updates at most")
     parser.add_argument("--optimizer", choices=("bfgs", "lbfgs", "fire"), default="bfgs")
@@ -67,11 +73,11 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     """Show defaults and keep the description's line breaks."""
 
 
-def load_model(path: str, device, dtype):
-    """The potential of checkpoint ``path`` (via :mod:`force2geo.training.checkpoint`)."""
-    from force2geo.training.checkpoint import load_potential
+def load_model(spec: str | None, device, dtype):
+    """The potential ``spec`` names (see :func:`force2geo.pretrained.resolve_model`)."""
+    from force2geo.pretrained import resolve_model
 
-    return load_potential(path, device=device, dtype=dtype)
+    return resolve_model(spec, device=device, dtype=dtype)
 
 
 def _config(args):
@@ -100,6 +106,7 @@ def run(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from force2geo.pretrained import model_identity, uncertainty
     from force2geo.relax import RelaxStats, potential_force_fn, relax_iter
     from force2geo.relax.inputs import read_inputs
     from force2geo.relax.output import OrderedOutput
@@ -112,7 +119,7 @@ def run(args) -> int:
 
         keep_freed_memory()  # large message tensors reused, not page-faulted per step
     dtype = None if args.dtype == "model" else getattr(torch, args.dtype)
-    signature = {"input": _identity(args.input), "model": _identity(args.model),
+    signature = {"input": _identity(args.input), "model": model_identity(args.model),
                  "config": asdict(config), "seed": args.seed, "frame": args.frame,
                  "dtype": args.dtype, "trajectory": args.trajectory}
     potential = load_model(args.model, device, dtype)
@@ -129,10 +136,15 @@ def run(args) -> int:
         for result in results:
             counts[result.status] = counts.get(result.status, 0) + 1
             steps.append(result.n_steps)
-            bar.update(out.add(offset + result.index, todo[result.index], result))
+            molecule = todo[result.index]
+            spread = uncertainty(potential, result.atomic_numbers, result.positions, device,
+                                 dtype)  # {} unless an ensemble
+            molecule = replace(molecule, info={**molecule.info, **spread})
+            bar.update(out.add(offset + result.index, molecule, result))
         bar.close()
     wall = time.perf_counter() - started
     record = _record(args, config, len(molecules), len(todo), counts, steps, wall, stats)
+    record["model_files"] = signature["model"]["files"]
     tmp = Path(f"{args.output}.json.tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     os.replace(tmp, f"{args.output}.json")
