@@ -9,7 +9,9 @@ from force2geo.cli import common
 from force2geo.errors import InputError
 
 RELAX_DESCRIPTION = """\
-Relax molecules of a store with a trained potential and score the results with a
+Relax molecules of a store with a machine-learning potential (--model: a shipped model's
+name, a checkpoint of 'force2geo train' or its run folder, an exported model or the paper's
+released PaiNN checkpoint; default: the shipped model) and score the results with a
 quantum-chemistry oracle, as in the paper (§4.2, Appendix A.2, Table 3).
 
 For each molecule of D_opt: the start c_0 is snapshot --start of stage --stage (default:
@@ -45,8 +47,8 @@ def add_parser(subparsers) -> None:
     relax = tasks.add_parser(
         "relax", help="MLIP relaxations scored by a QC oracle (pct_T, pct_success, ...)",
         description=RELAX_DESCRIPTION, formatter_class=_Formatter)
-    relax.add_argument("--model", metavar="CKPT", required=True,
-                       help="checkpoint of a trained potential (force2geo train)")
+    relax.add_argument("--model", metavar="MODEL", default=None,
+                       help="shipped model name or checkpoint; None: the shipped model")
     relax.add_argument("--data", metavar="STORE", required=True, help="trajectory store")
     chooser = relax.add_mutually_exclusive_group()
     chooser.add_argument("--split", metavar="FILE:PART",

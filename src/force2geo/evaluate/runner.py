@@ -94,12 +94,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _signature(config: EvalConfig, store: TrajectoryStore, model: Path) -> dict:
+def _signature(config: EvalConfig, store: TrajectoryStore, model_files: list[Path]) -> dict:
     """What must not change between a run and its resumption (workers may)."""
     settings = config.to_dict()
     settings.pop("workers")
-    return {"store_fingerprint": store.fingerprint, "model_sha256": file_sha256(model),
-            "config": settings}
+    digests = [file_sha256(path) for path in model_files]
+    return {"store_fingerprint": store.fingerprint,
+            "model_sha256": digests[0] if len(digests) == 1 else digests, "config": settings}
 
 
 def _open_folder(folder: Path, signature: dict, overwrite: bool) -> dict | None:
@@ -172,19 +173,22 @@ def _versions() -> dict:
     return out
 
 
-def evaluate_relaxation(model: str | os.PathLike, store: str | os.PathLike,
+def evaluate_relaxation(model: str | os.PathLike | None, store: str | os.PathLike,
                         report_dir: str | os.PathLike, config: EvalConfig = EvalConfig(),
                         device: str = "cpu", overwrite: bool = False,
                         progress: bool = True) -> dict:
-    """Run the evaluation (see the module docstring); return ``metrics.json``'s content."""
-    from force2geo.training.checkpoint import load_potential
+    """Run the evaluation (see the module docstring); return ``metrics.json``'s content.
+
+    ``model``: anything :func:`force2geo.pretrained.resolve_model` takes (None: the shipped
+    model)."""
+    from force2geo.pretrained import DEFAULT, model_files, resolve_model
 
     started = time.perf_counter()
-    folder, model = Path(report_dir), Path(model)
+    folder = Path(report_dir)
     store = TrajectoryStore(store)
-    if not model.is_file():
-        raise InputError(model, "no such checkpoint file")
-    signature = _signature(config, store, model)
+    files = model_files(model)
+    model = os.fspath(model) if model is not None else DEFAULT
+    signature = _signature(config, store, files)
     previous = _open_folder(folder, signature, overwrite)
     if previous is not None:
         chosen = [int(j) for j in previous["trajectories"]]
@@ -197,7 +201,7 @@ def evaluate_relaxation(model: str | os.PathLike, store: str | os.PathLike,
               "store": str(store.path), "signature": signature, "device": str(device),
               "workers": config.workers, "units": dict(UNITS), "versions": _versions(),
               "trajectories": chosen}
-    potential = load_potential(model, device=device)
+    potential = resolve_model(model, device=device)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / RECORD, record)
     with JsonlCache(folder / MLIP_CACHE) as mlip, JsonlCache(folder / ORACLE_CACHE) as oracle:

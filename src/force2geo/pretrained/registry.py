@@ -122,7 +122,8 @@ def _entry(name: str, folder: Path) -> Entry:
         raise InputError(folder / REGISTRY, f"no shipped model yet ({DEFAULT} is not "
                          f"there): {HOW_TO_MAKE}")
     shipped = ", ".join(sorted(registry)) or "none"
-    raise InputError(name, f"not a shipped model (shipped: {shipped}) and no such file")
+    raise InputError(name, f"no such checkpoint file, run folder or shipped model "
+                     f"(shipped: {shipped})")
 
 
 def shipped_files(name: str | None = None, folder: str | os.PathLike | None = None
