@@ -20,12 +20,14 @@ class PotentialCalculator(Calculator):
     ``dtype`` (default: the potential's parameter dtype) before the model sees them.
 
     ``results["energy"]`` is the total energy in eV (float), ``results["forces"]`` the
-    forces ``[n_atoms, 3]`` in eV/Å (float64 numpy).
+    forces ``[n_atoms, 3]`` in eV/Å (float64 numpy). ``potential`` may be an
+    :class:`~force2geo.pretrained.Ensemble` (its mean); :meth:`from_pretrained` loads any
+    model by name or file, the shipped one by default.
     """
 
     implemented_properties = ["energy", "forces"]
 
-    def __init__(self, potential: Potential, device: torch.device | str = "cpu",
+    def __init__(self, potential: Potential | torch.nn.Module, device: torch.device | str = "cpu",
                  dtype: torch.dtype | None = None, **kwargs):
         super().__init__(**kwargs)
         self.device = torch.device(device)
@@ -33,6 +35,15 @@ class PotentialCalculator(Calculator):
         if dtype is None:
             dtype = next((p.dtype for p in potential.parameters()), torch.float64)
         self.dtype = dtype
+
+    @classmethod
+    def from_pretrained(cls, spec: str | None = None, device: torch.device | str = "cpu",
+                        dtype: torch.dtype | None = None, **kwargs) -> PotentialCalculator:
+        """A calculator over the model ``spec`` names (None: the shipped model; see
+        :func:`force2geo.pretrained.resolve_model`)."""
+        from force2geo.pretrained import resolve_model
+
+        return cls(resolve_model(spec, device=device, dtype=dtype), device, dtype, **kwargs)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
