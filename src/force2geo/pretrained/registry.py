@@ -1,7 +1,8 @@
 """The registry of shipped models, and the one resolver of every way to name a model.
 
 The shipped models live in one folder, :data:`WEIGHTS_DIR` (package data,
-``force2geo/pretrained/weights/``): the weight files (inference checkpoints written by
+``force2geo/pretrained/weights/``; the environment variable ``FORCE2GEO_WEIGHTS`` names
+another): the weight files (inference checkpoints written by
 :func:`~force2geo.pretrained.export.export_pretrained`), a model card per model and
 ``registry.json``, which lists each model with its files, their SHA-256 and size, the level
 of theory of its training labels and its units. A model of several files is an ensemble.
@@ -34,6 +35,7 @@ from force2geo.units import UNITS
 
 DEFAULT = "force2geo-painn-xtb"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_ENV = "FORCE2GEO_WEIGHTS"
 REGISTRY = "registry.json"
 REGISTRY_FORMAT = "force2geo-pretrained-registry"
 REGISTRY_VERSION = 1
@@ -83,8 +85,9 @@ class Entry:
 
 
 def weights_dir() -> Path:
-    """The folder of the shipped models (:data:`WEIGHTS_DIR`, read when called)."""
-    return Path(WEIGHTS_DIR)
+    """The folder of the shipped models: ``$FORCE2GEO_WEIGHTS`` when set (a folder of one's
+    own exported models), else :data:`WEIGHTS_DIR` (both read when called)."""
+    return Path(os.environ.get(WEIGHTS_ENV) or WEIGHTS_DIR)
 
 
 def read_registry(folder: str | os.PathLike | None = None) -> dict[str, Entry]:
