@@ -8,6 +8,7 @@ folder that holds real exported files and a real ``registry.json``.
 
 import numpy as np
 import pytest
+from rdkit import Chem
 from shipped import train
 
 from force2geo.data.store import TrajectoryWriter
@@ -23,7 +24,8 @@ N_GEOMETRIES = 4
 
 @pytest.fixture(scope="session")
 def store_path(tmp_path_factory):
-    """8 molecules x 4 geometries (ETKDG + 3 displaced copies), GFN2-xTB energy and forces."""
+    """8 molecules x 4 geometries (ETKDG + 3 displaced copies), GFN2-xTB energy and forces,
+    SMILES and InChIKey."""
     path = tmp_path_factory.mktemp("pretrained") / "store"
     engine = XTBEngine()
     with TrajectoryWriter(path, source="test: GFN2-xTB on displaced ETKDG geometries") as w:
@@ -37,7 +39,7 @@ def store_path(tmp_path_factory):
             results = [engine.compute(z, p) for p in positions]
             w.add(Trajectory(z, np.array(positions), [r.energy for r in results],
                              np.array([r.forces for r in results]), "xtb", smiles=smiles,
-                             name=name))
+                             inchikey=Chem.MolToInchiKey(mol), name=name))
     return path
 
 

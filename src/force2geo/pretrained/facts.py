@@ -28,7 +28,7 @@ from force2geo.atomic import write_text
 from force2geo.data.store import TrajectoryStore
 from force2geo.errors import InputError
 from force2geo.pretrained.registry import read_registry, shipped_files
-from force2geo.training.checkpoint import load_checkpoint
+from force2geo.training.checkpoint import load_checkpoint, potential_from_checkpoint
 from force2geo.training.data import SnapshotLoader, split_trajectories
 from force2geo.training.metrics import MetricSums
 
@@ -175,8 +175,7 @@ def relaxation_facts(report_dir: str | os.PathLike) -> dict:
 
 def _model_facts(entry, checkpoints: list[dict]) -> dict:
     first = checkpoints[0]
-    n_parameters = sum(v.numel() for k, v in first["model_state"].items()
-                       if k != "atom_refs" and v.is_floating_point())
+    n_parameters = sum(p.numel() for p in potential_from_checkpoint(first).parameters())
     members = [{"file": f.file, "step": (c.get("progress") or {}).get("step"),
                 "seed": c["config"].get("seed"), "validation": c.get("metrics"),
                 "export": c.get("export")} for f, c in zip(entry.files, checkpoints,
