@@ -69,7 +69,9 @@ def test_shapes_are_checked():
 @pytest.mark.parametrize("optimizer", [BFGS(), LBFGS(memory=7)])
 def test_fresh_optimizer_fields_fit_the_scopes(optimizer):
     sizes = torch.tensor([3, 1, 4])
-    fields = optimizer.fresh(sizes, torch.float64)
+    joining = BatchState(sizes, {"positions": torch.zeros(8, 3, dtype=torch.float64)},
+                         {"positions": ATOM})
+    fields = optimizer.fresh(joining)
     assert set(fields) == set(optimizer.scopes)
     state = BatchState(sizes, fields, optimizer.scopes)  # shapes checked on the way in
     if isinstance(optimizer, BFGS):

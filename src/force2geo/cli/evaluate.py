@@ -67,6 +67,8 @@ def add_parser(subparsers) -> None:
     relax.add_argument("--fmax", type=float, default=0.05, help="MLIP convergence, eV/Å")
     relax.add_argument("--steps", type=int, default=500, help="MLIP position updates at most")
     relax.add_argument("--optimizer", choices=("bfgs", "lbfgs", "fire"), default="bfgs")
+    relax.add_argument("--initial-hessian", choices=("identity", "lindh"), default="identity",
+                       help="BFGS's start: ASE's 70 eV/Å^2 * I or the Lindh model Hessian")
     relax.add_argument("--batch-atoms", type=int, default=4096, help="atoms per MLIP batch")
     relax.add_argument("--device", default="auto", help="MLIP device: auto, cpu, cuda[:N]")
     relax.add_argument("--workers", type=int, default=0,
@@ -88,7 +90,7 @@ def _config(args):
 
     try:
         relax = RelaxConfig(optimizer=args.optimizer, fmax=args.fmax, max_steps=args.steps,
-                            batch_atoms=args.batch_atoms)
+                            batch_atoms=args.batch_atoms, initial_hessian=args.initial_hessian)
         return EvalConfig(stage=args.stage, start=parse_start(args.start),
                           reference=args.reference, k=args.k, seed=args.seed,
                           split=args.split, select=args.select, relax=relax,

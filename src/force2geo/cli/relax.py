@@ -52,6 +52,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--fmax", type=float, default=0.05, help="convergence, eV/Å")
     parser.add_argument("--steps", type=int, default=500, help="position updates at most")
     parser.add_argument("--optimizer", choices=("bfgs", "lbfgs", "fire"), default="bfgs")
+    parser.add_argument("--initial-hessian", choices=("identity", "lindh"), default="identity",
+                        help="BFGS's start: ASE's 70 eV/Å^2 * I, or the Lindh model Hessian "
+                        "of each start geometry (fewer steps)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--dtype", choices=("model", "float32", "float64"), default="model",
                         help="precision of the model evaluation (optimizer: float64)")
@@ -85,7 +88,8 @@ def _config(args):
 
     try:
         return RelaxConfig(optimizer=args.optimizer, fmax=args.fmax, max_steps=args.steps,
-                           batch_atoms=args.batch_atoms, trajectory=args.trajectory is not None)
+                           batch_atoms=args.batch_atoms, trajectory=args.trajectory is not None,
+                           initial_hessian=args.initial_hessian)
     except ValueError as exc:
         raise InputError("command line", str(exc)) from None
 

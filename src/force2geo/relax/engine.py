@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from force2geo.relax.convergence import CODES, RUNNING, classify, max_force
-from force2geo.relax.optimizers import Optimizer, make_optimizer
+from force2geo.relax.optimizers import INITIAL_HESSIANS, Optimizer, make_optimizer
 from force2geo.relax.state import ATOM, SYSTEM, BatchState, concat
 
 # (positions [n_atoms, 3] Å float64, atomic_numbers [n_atoms], system_idx [n_atoms],
@@ -42,7 +42,9 @@ class RelaxConfig:
     ``fmax`` eV/Å or ``max_steps`` position updates, at most ``batch_atoms`` atoms per
     batch (a larger molecule runs alone), divergence limits ``max_neighbor_distance`` Å
     and ``max_energy_rise`` eV (see :mod:`force2geo.relax.convergence`), and whether to
-    keep every molecule's ``trajectory``."""
+    keep every molecule's ``trajectory``. ``initial_hessian`` (BFGS only): ``identity``,
+    ASE's ``70 * I`` eV/Å^2, or ``lindh``, a model Hessian of each start geometry
+    (:mod:`force2geo.relax.hessian`)."""
 
     optimizer: str = "bfgs"
     fmax: float = 0.05
@@ -51,14 +53,26 @@ class RelaxConfig:
     max_neighbor_distance: float = 5.0
     max_energy_rise: float = 10.0
     trajectory: bool = False
+    initial_hessian: str = "identity"
 
     def __post_init__(self) -> None:
+        if self.initial_hessian not in INITIAL_HESSIANS:
+            raise ValueError(f"initial_hessian must be one of {INITIAL_HESSIANS}, got "
+                             f"{self.initial_hessian!r}")
+        if self.initial_hessian != "identity" and self.optimizer != "bfgs":
+            raise ValueError(f"initial_hessian {self.initial_hessian!r} needs the bfgs "
+                             f"optimizer, not {self.optimizer!r}")
         if self.fmax <= 0:
             raise ValueError(f"fmax must be > 0 eV/Å, got {self.fmax}")
         if self.max_steps < 0:
             raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
         if self.batch_atoms < 1:
             raise ValueError(f"batch_atoms must be >= 1, got {self.batch_atoms}")
+
+    def make_optimizer(self) -> Optimizer:
+        """The optimizer this config names, with its initial Hessian for BFGS."""
+        options = {"initial_hessian": self.initial_hessian} if self.optimizer == "bfgs" else {}
+        return make_optimizer(self.optimizer, **options)
 
     def limits(self) -> dict[str, float]:
         return {"fmax": self.fmax, "max_steps": self.max_steps,
@@ -134,7 +148,7 @@ def _admit(waiting: deque, starts: Sequence, room: int, empty: bool,
     pos = [np.asarray(starts[i][1], dtype=np.float64).reshape(-1, 3) for i in chosen]
     sizes = torch.tensor([len(a) for a in z], dtype=torch.long, device=device)
     k = len(chosen)
-    fields = {
+    engine_fields = {
         "positions": torch.as_tensor(np.concatenate(pos), device=device),
         "atomic_numbers": torch.as_tensor(np.concatenate(z), device=device),
         "forces": torch.zeros(int(sizes.sum()), 3, dtype=torch.float64, device=device),
@@ -143,8 +157,8 @@ def _admit(waiting: deque, starts: Sequence, room: int, empty: bool,
         "start_energy": torch.full((k,), torch.nan, dtype=torch.float64, device=device),
         "n_steps": torch.zeros(k, dtype=torch.long, device=device),
     }
-    fields.update(optimizer.fresh(sizes, torch.float64))
-    return BatchState(sizes, fields, {**ENGINE_SCOPES, **optimizer.scopes})
+    fresh = optimizer.fresh(BatchState(sizes, engine_fields, ENGINE_SCOPES))
+    return BatchState(sizes, {**engine_fields, **fresh}, {**ENGINE_SCOPES, **optimizer.scopes})
 
 
 def _results(state: BatchState, done: Tensor, codes: Tensor, fmax: Tensor,
@@ -214,13 +228,13 @@ def relax_iter(force_fn: ForceFn, starts: Sequence[tuple[np.ndarray, np.ndarray]
     """Relax every ``(atomic_numbers [n], positions [n, 3] Å)`` of ``starts``; yield one
     :class:`RelaxResult` per molecule as it finishes.
 
-    ``optimizer`` defaults to ``make_optimizer(config.optimizer)``; pass one to change its
+    ``optimizer`` defaults to ``config.make_optimizer()``; pass one to change its
     parameters. ``stats`` (a :class:`RelaxStats`) collects evaluation counts and timings.
     A molecule whose forces go non-finite is retired as diverged; the others go on.
     """
     _check_starts(starts)
     device = torch.device(device)
-    optimizer = optimizer or make_optimizer(config.optimizer)
+    optimizer = optimizer or config.make_optimizer()
     stats = stats if stats is not None else RelaxStats()
     waiting = deque(range(len(starts)))
     state: BatchState | None = None

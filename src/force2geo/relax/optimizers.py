@@ -5,8 +5,10 @@ Each optimizer works on a :class:`~force2geo.relax.state.BatchState` holding
 positions, and returns the displacement ``[n_atoms, 3]`` Å to take. Its per-molecule
 memory (Hessians, histories, velocities) lives in state fields named in ``scopes``, so
 molecules can leave and join between steps; :meth:`Optimizer.fresh` gives those fields
-for molecules that are just joining. One step is a fixed number of tensor operations
-whatever the number of molecules: no Python loop runs over molecules.
+for molecules that are just joining (BFGS may start from a model Hessian of their start
+geometry, :mod:`force2geo.relax.hessian`, instead of ASE's ``70 * I``). One step is a
+fixed number of tensor operations whatever the number of molecules: no Python loop runs
+over molecules within a step.
 
 The update rules follow ASE 3.23-3.29 (``ase/optimize/bfgs.py``, ``lbfgs.py``,
 ``fire.py``) step for step, so that from the same start on the same potential the same
@@ -22,6 +24,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from force2geo.relax.hessian import lindh_hessian
 from force2geo.relax.state import ATOM, SYSTEM, BatchState, Scope
 
 # ASE skips the BFGS update when no coordinate moved more than this (Å): a restart.
@@ -35,9 +38,10 @@ class Optimizer(ABC):
     scopes: dict[str, Scope]
 
     @abstractmethod
-    def fresh(self, sizes: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
-        """Optimizer fields for molecules of ``sizes [k]`` atoms that join the batch, on
-        ``sizes.device``; padded dof axes have length ``3 * sizes.max()``."""
+    def fresh(self, joining: BatchState) -> dict[str, Tensor]:
+        """Optimizer fields for the molecules of ``joining`` (a state of the engine's fields:
+        ``positions`` Å, ``atomic_numbers``, ...), of the dtype of its positions, on its
+        device; padded dof axes have length ``joining.n_dofs``."""
 
     @abstractmethod
     def step(self, state: BatchState) -> Tensor:
@@ -57,6 +61,9 @@ def _limit_atom_step(state: BatchState, step: Tensor, maxstep: float) -> Tensor:
     return step * state.per_atom(scale).unsqueeze(-1)
 
 
+INITIAL_HESSIANS = ("identity", "lindh")
+
+
 class BFGS(Optimizer):
     """ASE's BFGS: a dense Hessian per molecule, initially ``alpha * I`` (eV/Å^2), the
     BFGS update of the Hessian, the step ``-V |w|^-1 V^T g`` from its eigendecomposition,
@@ -69,22 +76,49 @@ class BFGS(Optimizer):
     ``|w| = w``, so its step is ``-H^-1 g``, solved by a batched Cholesky factorisation,
     about ten times cheaper than ``eigh`` on a CPU; only molecules whose Hessian is not
     positive definite take the eigendecomposition route (all of them with ``eigh=True``).
+
+    ``initial_hessian="lindh"`` starts each molecule instead from the Lindh model Hessian
+    of its start geometry (:func:`~force2geo.relax.hessian.lindh_hessian`, eigenvalues
+    at least ``min_curvature`` eV/Å^2); everything after the start is the same.
     """
 
     name = "bfgs"
     scopes = {"bfgs_hessian": Scope("system", dof_axes=(1, 2)), "bfgs_pos0": ATOM,
               "bfgs_forces0": ATOM, "bfgs_started": SYSTEM}
 
-    def __init__(self, maxstep: float = 0.2, alpha: float = 70.0, eigh: bool = False):
+    def __init__(self, maxstep: float = 0.2, alpha: float = 70.0, eigh: bool = False,
+                 initial_hessian: str = "identity", min_curvature: float = 1.0):
+        if initial_hessian not in INITIAL_HESSIANS:
+            raise ValueError(f"initial_hessian must be one of {INITIAL_HESSIANS}, got "
+                             f"{initial_hessian!r}")
+        if min_curvature <= 0:
+            raise ValueError(f"min_curvature must be > 0 eV/Å^2, got {min_curvature}")
         self.maxstep = float(maxstep)
         self.alpha = float(alpha)
         self.eigh = bool(eigh)
+        self.initial_hessian = initial_hessian
+        self.min_curvature = float(min_curvature)
 
-    def fresh(self, sizes: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
-        n_dofs = 3 * int(sizes.max())
-        real = torch.arange(n_dofs, device=sizes.device) < 3 * sizes.unsqueeze(1)
+    def _initial_hessian(self, joining: BatchState) -> Tensor:
+        """``[k, D, D]`` eV/Å^2: ``alpha * I`` or the model Hessian on each molecule's block,
+        zeros in the padding."""
+        dtype = joining["positions"].dtype
+        if self.initial_hessian == "identity":
+            return torch.diag_embed(joining.dof_mask().to(dtype) * self.alpha)
+        hessian = joining["positions"].new_zeros(joining.n_systems, joining.n_dofs,
+                                                 joining.n_dofs)
+        split = joining.sizes.tolist()
+        pairs = zip(torch.split(joining["atomic_numbers"], split),
+                    torch.split(joining["positions"], split), strict=True)
+        for k, (z, positions) in enumerate(pairs):  # once per molecule, when it joins
+            n = 3 * positions.shape[0]
+            hessian[k, :n, :n] = lindh_hessian(z, positions, self.min_curvature).to(dtype)
+        return hessian
+
+    def fresh(self, joining: BatchState) -> dict[str, Tensor]:
+        sizes, dtype = joining.sizes, joining["positions"].dtype
         return {
-            "bfgs_hessian": torch.diag_embed(real.to(dtype) * self.alpha),
+            "bfgs_hessian": self._initial_hessian(joining),
             "bfgs_pos0": _zeros_atoms(sizes, dtype),
             "bfgs_forces0": _zeros_atoms(sizes, dtype),
             "bfgs_started": torch.zeros(sizes.shape[0], dtype=torch.bool, device=sizes.device),
@@ -164,8 +198,9 @@ class LBFGS(Optimizer):
         self.alpha = float(alpha)
         self.head = 0  # next ring slot to write, the same for every molecule
 
-    def fresh(self, sizes: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
-        n, n_dofs, device = sizes.shape[0], 3 * int(sizes.max()), sizes.device
+    def fresh(self, joining: BatchState) -> dict[str, Tensor]:
+        sizes, dtype = joining.sizes, joining["positions"].dtype
+        n, n_dofs, device = sizes.shape[0], joining.n_dofs, sizes.device
         return {
             "lbfgs_s": torch.zeros(n, self.memory, n_dofs, dtype=dtype, device=device),
             "lbfgs_y": torch.zeros(n, self.memory, n_dofs, dtype=dtype, device=device),
@@ -230,7 +265,8 @@ class FIRE(Optimizer):
         self.nmin, self.finc, self.fdec = int(nmin), float(finc), float(fdec)
         self.astart, self.fa, self.a = float(astart), float(fa), float(a)
 
-    def fresh(self, sizes: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
+    def fresh(self, joining: BatchState) -> dict[str, Tensor]:
+        sizes, dtype = joining.sizes, joining["positions"].dtype
         n, device = sizes.shape[0], sizes.device
         return {
             "fire_velocity": _zeros_atoms(sizes, dtype),
@@ -278,7 +314,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {"bfgs": BFGS, "lbfgs": LBFGS, "fire": 
 
 def make_optimizer(name: str, **options) -> Optimizer:
     """The optimizer ``name`` (a key of :data:`OPTIMIZERS`) with ASE's defaults, overridden
-    by ``options`` (e.g. ``maxstep`` Å, ``alpha`` eV/Å^2)."""
+    by ``options`` (e.g. ``maxstep`` Å, ``alpha`` eV/Å^2, BFGS's ``initial_hessian``)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](**options)
