@@ -84,8 +84,14 @@ def test_every_kind_of_spec(weights, ema_run, plain_run, store_path, tmp_path):
     same_model(resolve_model(ema_run / "last.pt"), load_potential(ema_run / "last.pt"),
                store_path)
     same_model(resolve_model(str(weights / "tiny-plain.pt")), checkpoint, store_path)
-    ensemble = resolve_model([ema_run, "tiny-plain"])
+    ensemble = resolve_model([ema_run, "tiny-plain"])  # float64 and float32 members
     assert isinstance(ensemble, Ensemble) and len(ensemble.members) == 2
+    assert {p.dtype for p in ensemble.parameters()} == {torch.float64}
+    mean = [(a + b) / 2 for a, b in zip(energies(load_potential(ema_run / "best.pt"),
+                                                 store_path),
+                                        energies(checkpoint.double(), store_path), strict=True)]
+    for got, expected in zip(energies(ensemble, store_path), mean, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-9)
     identity = model_identity([ema_run, "tiny-plain"])
     assert [f["path"] for f in identity["files"]] == [
         str((ema_run / "best.pt").resolve()), str((weights / "tiny-plain.pt").resolve())]

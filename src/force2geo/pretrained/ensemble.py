@@ -39,12 +39,18 @@ class EnsemblePrediction:
 
 
 class Ensemble(nn.Module):
-    """The mean of several :class:`~force2geo.models.Potential` members (at least two)."""
+    """The mean of several :class:`~force2geo.models.Potential` members (at least two).
+
+    The members see the same positions, so they share one dtype: members of different
+    dtypes are all cast to float64.
+    """
 
     def __init__(self, members: Sequence[Potential]):
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        if len({next(m.parameters()).dtype for m in members}) > 1:
+            members = [m.to(torch.float64) for m in members]
         self.members = nn.ModuleList(members)
 
     def forward(self, batch: Batch) -> Tensor:
