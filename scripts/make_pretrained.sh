@@ -48,11 +48,16 @@ mkdir -p "$DATA/runs" "$DATA/reports"
 export FORCE2GEO_WEIGHTS=$OUT           # where --model NAME finds the exported model
 COMMANDS=("NAME=$NAME DATA=$DATA INPUTS='$INPUTS' MAX_HEAVY=$MAX_HEAVY SEEDS='$SEEDS' \
 EPOCHS=$EPOCHS BATCH=$BATCH EMA=$EMA EVAL_K=$EVAL_K bash scripts/make_pretrained.sh  # runs:")
-record() {  # remember a command for the model card (quoted as the shell needs it)
-    local line
-    printf -v line '%q ' "$@"
-    line=${line% }
-    COMMANDS+=("${line//.venv\/bin\//}")
+record() {  # remember a command for the model card, quoted as the shell needs it
+    local line="" arg
+    for arg in "$@"; do
+        arg=${arg#.venv/bin/}
+        if [[ ! $arg =~ ^[A-Za-z0-9_./:=,+@%-]+$ ]]; then
+            arg="'${arg//\'/\'\\\'\'}'"
+        fi
+        line+="${line:+ }$arg"
+    done
+    COMMANDS+=("$line")
 }
 run() {
     echo "+ $*" >&2
@@ -94,9 +99,9 @@ done
 run "$PY" -m force2geo.pretrained export "${RUNS[@]}" --name "$NAME" --folder "$OUT" \
     --level-of-theory "GFN2-xTB (tblite 0.8), labels of xTB relaxation trajectories" \
     --description "PaiNN (paper size) trained on GFN2-xTB energies and forces of \
-relaxation trajectories of RDKit's bundled NCI and WEHI molecules (neutral, H C N O F S \
-Cl, at most $MAX_HEAVY heavy atoms). Relaxes small organic molecules towards GFN2-xTB \
-minima; it knows nothing beyond GFN2-xTB."
+relaxation trajectories of the molecules of $INPUTS (builtin:all: the NCI and WEHI sets \
+bundled with RDKit), neutral, H C N O F S Cl, at most $MAX_HEAVY heavy atoms. It relaxes \
+small organic molecules towards GFN2-xTB minima and knows nothing beyond GFN2-xTB."
 
 # 5. evaluate the exported model on the test part (resumes from its caches)
 run "$F2G" evaluate relax --model "$NAME" --data "$STORE" --split "$SPLIT:test" \

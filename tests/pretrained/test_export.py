@@ -81,3 +81,12 @@ def test_refuses_an_exported_file_and_a_foreign_one(ema_run, tmp_path):
         export_pretrained(foreign, "x", tmp_path / "out")
     with pytest.raises(InputError, match="no such checkpoint file or run folder"):
         export_pretrained(tmp_path / "nowhere", "x", tmp_path / "out")
+
+
+def test_exporting_again_keeps_the_file(ema_run, tmp_path):
+    first = export_pretrained(ema_run, "tiny", tmp_path)
+    assert export_pretrained(ema_run, "tiny", tmp_path) == first
+    plain = export_pretrained(ema_run, "tiny", tmp_path, use_ema=False)  # other weights
+    assert plain.sha256 != first.sha256
+    assert load_checkpoint(tmp_path / plain.file)["export"]["weights"] == "plain"
+

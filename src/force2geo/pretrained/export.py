@@ -70,7 +70,8 @@ def export_pretrained(source: str | os.PathLike, name: str, out_folder: str | os
                       file_name: str | None = None, use_ema: bool = True) -> WeightFile:
     """Export the checkpoint ``source`` (a file, or a run folder: its ``best.pt``, else
     ``last.pt``) as inference weights ``out_folder/file_name`` (default ``NAME.pt``),
-    written atomically. Returns the file's name, SHA-256 and size in bytes.
+    written atomically (left as it is when it already holds this very export). Returns the
+    file's name, SHA-256 and size in bytes.
 
     Refuses a checkpoint that is not a force2geo training checkpoint (the paper's
     released file needs no export: name it directly).
@@ -82,9 +83,25 @@ def export_pretrained(source: str | os.PathLike, name: str, out_folder: str | os
     if checkpoint.get("kind") == KIND:
         raise InputError(path, "is already an exported model")
     info = {"source": os.fspath(path), "source_sha256": file_sha256(path)}
-    exported = inference_checkpoint(checkpoint, name, info, use_ema)
     out_folder = Path(out_folder)
-    out_folder.mkdir(parents=True, exist_ok=True)
-    target = save_checkpoint(exported, out_folder / (file_name or f"{name}.pt"))
+    target = out_folder / (file_name or f"{name}.pt")
+    if not _same_export(target, info["source_sha256"], use_ema, checkpoint):
+        out_folder.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(inference_checkpoint(checkpoint, name, info, use_ema), target)
     return WeightFile(file=target.name, sha256=file_sha256(target),
                       size=target.stat().st_size)
+
+
+def _same_export(target: Path, source_sha256: str, use_ema: bool, checkpoint: dict) -> bool:
+    """Whether ``target`` already holds this export (same source file, same weights), so
+    that a rerun keeps its bytes and SHA-256 (and the evaluations keyed on them)."""
+    if not target.is_file():
+        return False
+    try:
+        existing = load_checkpoint(target)
+    except InputError:
+        return False
+    record = existing.get("export") or {}
+    weights = "ema" if use_ema and checkpoint.get("ema") is not None else "plain"
+    return (existing.get("kind") == KIND and record.get("source_sha256") == source_sha256
+            and record.get("weights") == weights)
