@@ -99,3 +99,22 @@ def test_spec_file_errors_name_the_file(tmp_path):
         load_spec(bad)
     with pytest.raises(InputError, match="no such file"):
         load_spec(tmp_path / "missing.yaml")
+
+
+def test_exclude_list_drops_pretraining_molecules_from_valid_and_test(spec_file, tmp_path):
+    from force2geo.finetune.experiment import run_experiment
+
+    dataset = xtb_dataset()
+    keys = tmp_path / "pretraining.inchikeys.txt"
+    keys.write_text("\n".join(dataset.inchikeys[:6]) + "\n")
+    spec = load_spec(spec_file)
+    plain = run_experiment(spec, tmp_path / "plain", dry_run=True)
+    spec = parse_spec({**spec.source, "exclude": str(keys)})
+    record = run_experiment(spec, tmp_path / "excluded", dry_run=True)
+    from force2geo.data.splits import load_split
+
+    parts, _ = load_split(tmp_path / "excluded" / "splits" / "random.json")
+    assert not set(parts["valid"]) & set(range(6)) and not set(parts["test"]) & set(range(6))
+    sizes, before = record["splits"]["random"]["sizes"], plain["splits"]["random"]["sizes"]
+    assert sizes["train"] == before["train"]
+    assert sizes["valid"] + sizes["test"] < before["valid"] + before["test"]

@@ -12,7 +12,8 @@ package versions and every run's result). Example (the analog of the paper's Tab
     splits:
       random: {method: random, fractions: [0.8, 0.1, 0.1], seed: 42}
       scaffold: {method: scaffold}
-    exclude: data/xtb-train             # valid/test molecules in this store are dropped
+    exclude: data/xtb-train             # valid/test molecules in this store (or in a
+                                        # text file of InChIKeys) are dropped
     defaults: {target: xtb_gap, epochs: 30, max_minutes: 3}
     runs:
       - {name: gin, model: gin}
@@ -302,12 +303,23 @@ def _split(spec: ExperimentSpec, name: str, dataset, out: Path) -> dict:
         return parts
     settings = spec.splits[name]
     parts = split_dataset(dataset, settings["method"], settings["fractions"], settings["seed"],
-                          pretraining=spec.exclude)
+                          pretraining=_pretraining(spec.exclude))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_split(path, parts, split_meta(dataset, settings["method"],
                                        fractions=settings["fractions"], seed=settings["seed"],
                                        exclude=spec.exclude))
     return parts
+
+
+def _pretraining(exclude: str | None):
+    """A store folder as it is; a text file as its InChIKeys (one per line, e.g. the
+    ``*.inchikeys.txt`` of a model card)."""
+    if exclude is None or Path(exclude).is_dir():
+        return exclude
+    try:
+        return [line.strip() for line in Path(exclude).read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise InputError(exclude, f"cannot read the InChIKey list: {exc}") from None
 
 
 def _record(spec: ExperimentSpec, dataset, splits: dict) -> dict:
