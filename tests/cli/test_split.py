@@ -171,3 +171,24 @@ def test_path_errors(stores, tmp_path, capsys):
     assert run(other.path, "-o", tmp_path / "s.json", "--method", "maxmin", "--k", 1,
                "--from", f"{split_file}:test") == 1
     assert "was made for a store with fingerprint" in one_line_error(capsys)
+
+
+def test_extend_keeps_the_earlier_split_of_a_smaller_store(stores, tmp_path, capsys):
+    """A grown store (the first 12 molecules, then 18 more): molecules of the earlier split
+    keep their part, the new ones are split at random, nothing is lost or doubled."""
+    store, _ = stores
+    small = write_store(tmp_path / "small", MOLECULES[:12])
+    old = tmp_path / "old.json"
+    assert run(small.path, "-o", old, "--method", "random", "--seed", 1) == 0
+    grown = tmp_path / "grown.json"
+    assert run(store.path, "-o", grown, "--method", "random", "--seed", 2, "--extend", old) == 0
+    before, _ = splits.load_split(old)
+    after, meta = splits.load_split(grown)
+    for part in splits.PARTS:  # store and small share the first 12 trajectories in order
+        assert set(before[part]) == set(after[part][after[part] < 12]), part
+    assert sorted(np.concatenate(list(after.values()))) == list(range(30))
+    assert meta["extends"]["store"] == str(small.path)
+    assert len(after["train"][after["train"] >= 12]) == 14  # 0.8 of the 18 new ones
+    assert run(store.path, "-o", tmp_path / "x.json", "--method", "scaffold",
+               "--extend", old) == 1
+    assert "only with --method random" in one_line_error(capsys)

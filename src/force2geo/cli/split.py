@@ -2,6 +2,7 @@
 
     force2geo split STORE -o SPLIT.json --method random|scaffold [--fractions 0.8 0.1 0.1]
                     [--seed 42] [--exclude OTHER_STORE [--exclude-parts test]]
+    force2geo split GROWN_STORE -o SPLIT.json --method random --extend OLD_SPLIT.json
     force2geo split STORE -o SEL.json --method maxmin --k 1000 [--from SPLIT.json:test]
 
 Indices in the output are trajectory indices of STORE; the file records the store's
@@ -40,6 +41,10 @@ def add_parser(subparsers) -> None:
                         help="pick only among the trajectories of this split file part (maxmin)")
     parser.add_argument("--radius", type=int, default=2, help="Morgan radius (maxmin)")
     parser.add_argument("--n-bits", type=int, default=2048, help="fingerprint bits (maxmin)")
+    parser.add_argument("--extend", metavar="OLD_SPLIT.json",
+                        help="random split that keeps this earlier split of a smaller store "
+                        "(molecules matched by InChIKey keep their part; new ones are split "
+                        "with --fractions and --seed)")
     parser.add_argument("--exclude", metavar="OTHER_STORE",
                         help="drop molecules that occur in this store (InChIKey or CID)")
     parser.add_argument("--exclude-parts", nargs="+", choices=splits.PARTS, default=["test"],
@@ -91,8 +96,18 @@ def _check_arguments(args) -> tuple[float, float, float]:
 
 
 def _split(args, fractions, store: TrajectoryStore, other: TrajectoryStore | None):
-    parts = splits.split_store(store, args.method, fractions, args.seed)
     settings = {"fractions": list(fractions)}
+    if args.extend is not None:
+        if args.method != "random":
+            raise InputError("--extend", "only with --method random")
+        previous, meta = splits.load_split(args.extend)
+        if "store" not in meta:
+            raise InputError(args.extend, "records no store to match its molecules in")
+        parts = splits.extend_split(store, previous, meta["store"], fractions, args.seed)
+        settings["extends"] = {"split": str(args.extend), "store": meta["store"],
+                               "store_fingerprint": meta.get("store_fingerprint")}
+    else:
+        parts = splits.split_store(store, args.method, fractions, args.seed)
     if args.method == "random":
         settings["seed"] = args.seed
     if other is not None:

@@ -326,6 +326,33 @@ def split_store(
     raise ValueError(f"unknown split method {method!r}; choose from {', '.join(SPLIT_METHODS)}")
 
 
+def extend_split(
+    store: TrajectoryStore | str | os.PathLike,
+    previous: dict[str, np.ndarray],
+    previous_store: TrajectoryStore | str | os.PathLike,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 42,
+) -> dict[str, np.ndarray]:
+    """A random split of a grown store that keeps an earlier split: a trajectory whose
+    InChIKey the earlier split (of ``previous_store``) placed stays in that part; the others
+    are split at random with ``fractions`` and ``seed``. So a model trained on the earlier
+    train part never sees the grown valid or test parts."""
+    store, previous_store = _open(store), _open(previous_store)
+    old_keys = previous_store.identifiers("inchikey")
+    placed = {old_keys[i]: name for name, indices in previous.items() for i in indices}
+    if "" in placed:
+        raise ValueError(f"{previous_store.path}: trajectories without an InChIKey cannot "
+                         "be matched")
+    keys = store.identifiers("inchikey")
+    known = np.array([k in placed for k in keys], dtype=bool)
+    fresh = np.flatnonzero(~known)
+    parts = {name: np.flatnonzero(known & np.array([placed.get(k) == name for k in keys]))
+             for name in PARTS}
+    new = random_split(fresh.shape[0], fractions, seed)
+    return {name: np.sort(np.concatenate([parts[name], fresh[new[name]]])).astype(np.int64)
+            for name in PARTS}
+
+
 def select_store(
     store: TrajectoryStore | str | os.PathLike,
     k: int,
