@@ -2,7 +2,7 @@
 real minima, and ETKDG start geometries of small drug-like molecules."""
 
 import pytest
-from relax_potentials import analytic_potential, conformer
+from relax_potentials import analytic_potential, conformer, tiny_checkpoint
 
 from force2geo.qc.molecules import DEMO
 
@@ -21,3 +21,9 @@ def starts():
     chloroethanol."""
     smiles = [m.smiles for m in DEMO[:6]] + list(EXTRA.values())
     return [conformer(s) for s in smiles]
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A tiny trained PaiNN checkpoint (see :func:`relax_potentials.tiny_checkpoint`)."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("relax-cli"))

@@ -14,10 +14,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from force2geo.data.store import TrajectoryWriter
+from force2geo.data.trajectory import Trajectory
 from force2geo.models import Potential
 from force2geo.models.graph import neighbor_pairs
+from force2geo.qc.engines import MMFFEngine
 from force2geo.qc.protocol import embed, prepare
 
+# Molecules the tiny checkpoint is trained on.
+TRAIN_SMILES = ["CCO", "CC(=O)O", "c1ccccc1O", "CN", "CC=O", "OCC(O)CO"]
 # Single-bond covalent radii, Å (Cordero et al. 2008).
 COVALENT_RADII = {1: 0.31, 6: 0.76, 7: 0.71, 8: 0.66, 9: 0.57, 16: 1.05, 17: 1.02}
 
@@ -94,3 +99,26 @@ def conformer(smiles: str, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     mol = prepare(smiles)
     positions = embed(mol, seed)
     return np.array([a.GetAtomicNum() for a in mol.GetAtoms()]), positions
+
+
+def tiny_checkpoint(root) -> str:
+    """Train a tiny float64 PaiNN for 3 steps on MMFF94 energies and forces of displaced
+    conformers of TRAIN_SMILES (store in ``root/store``, run in ``root/run``): a real
+    model file with a real, if crude, potential energy surface. Returns its last.pt."""
+    from force2geo.training import TrainConfig, fit
+
+    with TrajectoryWriter(root / "store", source="test: MMFF94 on displaced conformers") as w:
+        for k, smiles in enumerate(TRAIN_SMILES):
+            mol = prepare(smiles)
+            z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+            start, engine = embed(mol, k), MMFFEngine(mol)
+            rng = np.random.default_rng(k)
+            geometries = [start + rng.normal(scale=0.05, size=start.shape) for _ in range(6)]
+            labels = [engine.compute(z, p) for p in geometries]
+            w.add(Trajectory(z, np.array(geometries), [r.energy for r in labels],
+                             np.array([r.forces for r in labels]), "mmff", smiles=smiles))
+    fit(TrainConfig(data=str(root / "store"), run_dir=str(root / "run"), epochs=1,
+                    max_steps=3, batch_size=8, device="cpu", dtype="float64", plots=False,
+                    model_config={"hidden_channels": 16, "num_layers": 2, "num_rbf": 8,
+                                  "cutoff": 4.0}))
+    return str(root / "run" / "last.pt")

@@ -1,8 +1,8 @@
 """``force2geo relax`` end to end: real checkpoint, real files, order and keys kept, resume.
 
-The checkpoint is a tiny PaiNN trained by ``force2geo.training.fit`` for a few steps on
-MMFF94 energies and forces (RDKit) of displaced conformers: a real model file with a real
-(if crude) potential energy surface.
+The checkpoint (conftest) is a tiny PaiNN trained by ``force2geo.training.fit`` for a few
+steps on MMFF94 energies and forces (RDKit) of displaced conformers: a real model file with
+a real (if crude) potential energy surface.
 """
 
 import json
@@ -17,41 +17,15 @@ import numpy as np
 import pytest
 import torch
 from rdkit import Chem
-from relax_potentials import conformer
+from relax_potentials import TRAIN_SMILES, conformer
 
 from force2geo.cli.main import main
-from force2geo.data.store import TrajectoryWriter
-from force2geo.data.trajectory import Trajectory
 from force2geo.models import Batch, energy_and_forces
-from force2geo.qc.engines import MMFFEngine
 from force2geo.qc.protocol import embed, prepare
 
-TRAIN_SMILES = ["CCO", "CC(=O)O", "c1ccccc1O", "CN", "CC=O", "OCC(O)CO"]
 SMILES = {"ethanol": "CCO", "phenol": "c1ccccc1O", "paracetamol": "CC(=O)Nc1ccc(O)cc1",
           "acetic-acid": "CC(=O)O"}
 RESULT_KEYS = {"converged", "n_steps", "fmax", "status"}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from force2geo.training import TrainConfig, fit
-
-    root = tmp_path_factory.mktemp("relax-cli")
-    with TrajectoryWriter(root / "store", source="test: MMFF94 on displaced conformers") as w:
-        for k, smiles in enumerate(TRAIN_SMILES):
-            mol = prepare(smiles)
-            z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
-            start, engine = embed(mol, k), MMFFEngine(mol)
-            rng = np.random.default_rng(k)
-            geometries = [start + rng.normal(scale=0.05, size=start.shape) for _ in range(6)]
-            labels = [engine.compute(z, p) for p in geometries]
-            w.add(Trajectory(z, np.array(geometries), [r.energy for r in labels],
-                             np.array([r.forces for r in labels]), "mmff", smiles=smiles))
-    fit(TrainConfig(data=str(root / "store"), run_dir=str(root / "run"), epochs=1,
-                    max_steps=3, batch_size=8, device="cpu", dtype="float64", plots=False,
-                    model_config={"hidden_channels": 16, "num_layers": 2, "num_rbf": 8,
-                                  "cutoff": 4.0}))
-    return str(root / "run" / "last.pt")
 
 
 @pytest.fixture(scope="module")

@@ -32,3 +32,15 @@ def set_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def distributed(name: str):
+    """``(DistInfo, device)`` of this process: under ``torchrun`` it joins the job (gloo on
+    CPUs, NCCL on GPUs) and ``--device auto``/``cuda`` means ``cuda:LOCAL_RANK``; alone,
+    a world of one that never touches torch.distributed."""
+    from force2geo.training.distributed import init_distributed
+
+    try:
+        return init_distributed(name)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError("--device", f"{name!r}: {exc}") from None

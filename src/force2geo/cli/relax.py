@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -11,6 +10,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from force2geo.atomic import write_json
 from force2geo.cli import common
 from force2geo.errors import InputError
 
@@ -36,7 +36,12 @@ energy_std (eV) and forces_std (eV/Å, largest over atoms): the members' spread 
 final geometry, an uncertainty flag.
 
 A killed run resumes: rerun the same command and it goes on after the last molecule
-written (from OUTPUT.partial and OUTPUT.partial.json)."""
+written (from OUTPUT.partial and OUTPUT.partial.json).
+
+Large sets: 'torchrun --nproc-per-node N -m force2geo.cli.main relax ...' gives each
+process a contiguous share of INPUT on its own device (cuda:LOCAL_RANK, or the CPU),
+written to OUTPUT's shard files (OUTPUT stem + .shard-RRR-of-NNN); rank 0 then joins them
+into OUTPUT in input order. Rerun the same command with the same N to resume."""
 
 
 def add_parser(subparsers) -> None:
@@ -108,33 +113,89 @@ def _identity(path: str) -> dict:
 
 def run(args) -> int:
     import torch
-    from tqdm import tqdm
 
-    from force2geo.pretrained import model_identity, uncertainty
-    from force2geo.relax import RelaxStats, potential_force_fn, relax_iter
-    from force2geo.relax.inputs import read_inputs
-    from force2geo.relax.output import OrderedOutput
+    from force2geo.pretrained import model_identity
+    from force2geo.relax.shards import ShardFiles
+    from force2geo.training.distributed import shutdown
 
     common.set_threads(args.threads)
     config = _config(args)
-    device = common.device(args.device)
-    if device.type == "cpu":
-        from force2geo.models.cpu import keep_freed_memory
+    info, device = common.distributed(args.device)
+    try:
+        if device.type == "cpu":
+            from force2geo.models.cpu import keep_freed_memory
 
-        keep_freed_memory()  # large message tensors reused, not page-faulted per step
-    dtype = None if args.dtype == "model" else getattr(torch, args.dtype)
-    signature = {"input": _identity(args.input), "model": model_identity(args.model),
-                 "config": asdict(config), "seed": args.seed, "frame": args.frame,
-                 "dtype": args.dtype, "trajectory": args.trajectory}
+            keep_freed_memory()  # large message tensors reused, not page-faulted per step
+        dtype = None if args.dtype == "model" else getattr(torch, args.dtype)
+        signature = {"input": _identity(args.input), "model": model_identity(args.model),
+                     "config": asdict(config), "seed": args.seed, "frame": args.frame,
+                     "dtype": args.dtype, "trajectory": args.trajectory}
+        shard = ShardFiles.of(args.output, args.trajectory, info.rank, info.world_size)
+        started = time.perf_counter()
+        record = _prepare_shard(args, shard, signature) if info.world_size > 1 else None
+        if record is None:
+            record = _relax_share(args, config, signature, shard, device, dtype)
+            if info.world_size > 1:
+                shard.finish(signature, record)
+        if info.world_size > 1:
+            if not info.is_main:
+                return 0
+            record = _merge(args, config, signature, shard, time.perf_counter() - started)
+        record.pop("signature", None)
+        record.pop("steps", None)
+        write_json(f"{args.output}.json", record, indent=1)
+        _summary(args.output, record)
+        return 0
+    finally:
+        shutdown(info)
+
+
+def _prepare_shard(args, shard, signature) -> dict | None:
+    """Under torchrun: refuse an existing OUTPUT (as one process would); with --overwrite
+    drop this rank's old shard. A shard an interrupted job finished is kept, its record
+    rewritten to count nothing for this run, and returned. Then wait for every rank, so
+    that rank 0 never takes a shard about to be redone for a finished one."""
+    from force2geo.training.distributed import barrier
+
+    if Path(args.output).exists() and not args.overwrite:
+        raise InputError(args.output, "exists; pass --overwrite to replace it")
+    finished = None if args.overwrite else shard.finished(signature)
+    if args.overwrite:
+        shard.remove()
+    if finished is not None:
+        finished.update(relaxed_this_run=0, status_counts={}, steps=[], wall_s=0.0,
+                        force_evaluations=0, force_s=0.0, optimizer_s=0.0)
+        shard.finish(signature, finished)
+    barrier()
+    return finished
+
+
+def _relax_share(args, config, signature, shard, device, dtype) -> dict:
+    """Relax this process's share of INPUT into its shard (OUTPUT itself in a world of
+    one), resuming an interrupted run; return the run record (with the ``steps``)."""
+    from tqdm import tqdm
+
+    from force2geo.pretrained import uncertainty
+    from force2geo.relax import RelaxStats, potential_force_fn, relax_iter
+    from force2geo.relax.inputs import read_inputs
+    from force2geo.relax.output import OrderedOutput
+    from force2geo.relax.shards import share_range
+
     potential = load_model(args.model, device, dtype)
     started = time.perf_counter()
     stats, counts, steps = RelaxStats(), {}, []
-    with OrderedOutput(args.output, signature, args.trajectory, args.overwrite) as out:
-        offset = out.done  # molecules written by an interrupted run
-        molecules = read_inputs(args.input, seed=args.seed, frame=args.frame, skip=offset)
-        todo = molecules[offset:]
-        bar = tqdm(total=len(molecules), initial=out.done, unit="mol",
-                   disable=args.no_progress, desc="relax")
+    share = (shard.rank, shard.world_size)
+    with OrderedOutput(shard.output, shard.signature(signature), shard.trajectory,
+                       args.overwrite) as out:
+        done = out.done  # molecules written by an interrupted run
+        molecules = read_inputs(args.input, seed=args.seed, frame=args.frame, skip=done,
+                                share=share)
+        first, last = share_range(len(molecules), *share)
+        out.index_offset = first  # trajectory frames carry the input index
+        todo = molecules[first + done:last]
+        where = "" if shard.world_size == 1 else f" [rank 0 of {shard.world_size}]"
+        bar = tqdm(total=last - first, initial=done, unit="mol", desc="relax" + where,
+                   disable=args.no_progress or shard.rank != 0)
         results = relax_iter(potential_force_fn(potential, dtype), [m.start for m in todo],
                              config, device=device, stats=stats)
         for result in results:
@@ -144,16 +205,41 @@ def run(args) -> int:
             spread = uncertainty(potential, result.atomic_numbers, result.positions, device,
                                  dtype)  # {} unless an ensemble
             molecule = replace(molecule, info={**molecule.info, **spread})
-            bar.update(out.add(offset + result.index, molecule, result))
+            bar.update(out.add(done + result.index, molecule, result))
         bar.close()
     wall = time.perf_counter() - started
     record = _record(args, config, len(molecules), len(todo), counts, steps, wall, stats)
-    record["model_files"] = signature["model"]["files"]
-    tmp = Path(f"{args.output}.json.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, f"{args.output}.json")
-    _summary(args.output, record)
-    return 0
+    record.update(model_files=signature["model"]["files"], share=[first, last], steps=steps)
+    return record
+
+
+def _merge(args, config, signature, shard, wall) -> dict:
+    """Rank 0: wait for every shard, concatenate them into OUTPUT (input order), and
+    return the run record of the whole job."""
+    import logging
+
+    from force2geo.relax import RelaxStats
+    from force2geo.relax.shards import ShardFiles, merge_shards, wait_for_shards
+
+    shards = [ShardFiles.of(args.output, args.trajectory, r, shard.world_size)
+              for r in range(shard.world_size)]
+    records = wait_for_shards(shards, signature, log=logging.getLogger(__name__).info)
+    merge_shards(shards, args.output, args.trajectory)
+    counts: dict[str, int] = {}
+    for part in records:
+        for status, n in part["status_counts"].items():
+            counts[status] = counts.get(status, 0) + n
+    stats = RelaxStats(evaluations=sum(p["force_evaluations"] for p in records),
+                       force_s=sum(p["force_s"] for p in records),
+                       optimizer_s=sum(p["optimizer_s"] for p in records))
+    steps = [n for part in records for n in part["steps"]]
+    record = _record(args, config, records[0]["molecules"],
+                     sum(p["relaxed_this_run"] for p in records), counts, steps, wall, stats)
+    record.update(model_files=signature["model"]["files"], world_size=shard.world_size,
+                  shards=[{key: part[key] for key in ("share", "relaxed_this_run",
+                                                      "status_counts", "wall_s")}
+                          for part in records])
+    return record
 
 
 def _record(args, config, n_total, n_run, counts, steps, wall, stats) -> dict:

@@ -26,6 +26,7 @@ import ase.io
 import numpy as np
 
 from force2geo.errors import InputError
+from force2geo.relax.shards import share_range
 
 FRAMES = ("first", "last")
 
@@ -45,18 +46,23 @@ class StartMolecule:
         return self.atomic_numbers, self.positions
 
 
-def _from_smiles(spec: str, seed: int, skip: int) -> list[StartMolecule | None]:
-    """Conformers of a .smi file or built-in set; the first ``skip`` are left as None
-    (already relaxed in an interrupted run, so not embedded again)."""
+def _from_smiles(spec: str, seed: int, skip: int,
+                 share: tuple[int, int]) -> list[StartMolecule | None]:
+    """Conformers of a .smi file or built-in set; only the molecules of the ``share``
+    (rank, world size) after its first ``skip`` are embedded, the others left as None
+    (another process's, or already relaxed in an interrupted run). Every SMILES is
+    checked."""
     from force2geo.qc.engines import QCError
     from force2geo.qc.molecules import load
     from force2geo.qc.protocol import embed, prepare
 
+    molecules = load(spec)
+    first, last = share_range(len(molecules), *share)
     out: list[StartMolecule | None] = []
-    for number, molecule in enumerate(load(spec), 1):
+    for number, molecule in enumerate(molecules, 1):
         try:
             mol = prepare(molecule.smiles)
-            if number <= skip:
+            if not first + skip < number <= last:
                 out.append(None)
                 continue
             positions = embed(mol, seed)
@@ -143,21 +149,22 @@ def _from_trajectories(path: Path, frame: str) -> list[StartMolecule]:
     return out
 
 
-def read_inputs(spec: str, seed: int = 42, frame: str = "first",
-                skip: int = 0) -> list[StartMolecule | None]:
+def read_inputs(spec: str, seed: int = 42, frame: str = "first", skip: int = 0,
+                share: tuple[int, int] = (0, 1)) -> list[StartMolecule | None]:
     """The molecules of ``spec`` (see the module docstring) in input order. ``seed`` seeds
-    ETKDG for SMILES input; ``frame`` picks the snapshot of a store's trajectories; the
-    first ``skip`` SMILES are not embedded (None), as they are already done."""
+    ETKDG for SMILES input; ``frame`` picks the snapshot of a store's trajectories. SMILES
+    are embedded only within ``share`` = (rank, world size), a :func:`share_range` of the
+    input, and after its first ``skip`` (already done); the others are None."""
     if frame not in FRAMES:
         raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
     if spec.startswith("builtin:"):
-        return _from_smiles(spec, seed, skip)
+        return _from_smiles(spec, seed, skip, share)
     path = Path(spec)
     if not path.exists():
         raise InputError(path, "no such file or folder")
     suffix = path.name.lower().removesuffix(".gz")
     if suffix.endswith(".smi"):
-        return _from_smiles(spec, seed, skip)
+        return _from_smiles(spec, seed, skip, share)
     from force2geo.data.readers import detect_format, reader
 
     if path.is_file() and reader("sdf").detect(path):

@@ -150,7 +150,8 @@ class OrderedOutput:
 
     ``signature`` (plain JSON) identifies the run: a partial output of a run with another
     signature is refused. Use as a context manager: on a normal exit the files are renamed
-    into place; on an exception they stay, ready to resume.
+    into place; on an exception they stay, ready to resume. ``index_offset`` is added to
+    the input index written with each trajectory frame (a shard's first input index).
     """
 
     def __init__(self, output: str | os.PathLike, signature: dict,
@@ -164,6 +165,7 @@ class OrderedOutput:
         self.partial = self.output.with_name(self.output.name + ".partial")
         self.index_path = self.output.with_name(self.output.name + ".partial.json")
         self.done = 0
+        self.index_offset = 0
         self.pending: dict[int, tuple[StartMolecule, RelaxResult]] = {}
         self._prepare(overwrite)
 
@@ -214,7 +216,8 @@ class OrderedOutput:
             handle.write("".join(record(m, r) for _, m, r in ready))
         if self.trajectory is not None:
             with open(self._targets()[1][1], "a", encoding="utf-8") as handle:
-                handle.write("".join(trajectory_records(k, m, r) for k, m, r in ready))
+                handle.write("".join(trajectory_records(self.index_offset + k, m, r)
+                                     for k, m, r in ready))
         self.done += len(ready)
         self._commit()
         return len(ready)
