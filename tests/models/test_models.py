@@ -15,6 +15,7 @@ from force2geo.data.trajectory import Trajectory
 from force2geo.models import (
     MODELS,
     Batch,
+    FoundationPaiNNConfig,
     MACEConfig,
     PaiNN,
     PaiNNConfig,
@@ -30,6 +31,8 @@ from force2geo.models.cpu import keep_freed_memory
 
 SMALL = {
     "painn": PaiNNConfig(hidden_channels=16, num_layers=3, num_rbf=12, cutoff=4.0),
+    "painn_foundation": FoundationPaiNNConfig(hidden_channels=16, num_layers=3, num_rbf=12,
+                                              cutoff=4.0, num_elements=20),
     "schnet": SchNetConfig(hidden_channels=16, num_filters=12, num_interactions=3,
                            num_gaussians=10, cutoff=4.0),
     # Registered in MODELS only where mace-torch is installed.
@@ -430,6 +433,8 @@ def test_overfits_a_tiny_dataset(name):
 
     refs = fit_atom_refs([m[0] for m in mols], labels_e.numpy())
     config = {"painn": PaiNNConfig(hidden_channels=32, num_layers=2, num_rbf=16, cutoff=4.0),
+              "painn_foundation": FoundationPaiNNConfig(hidden_channels=32, num_layers=2,
+                                                        num_rbf=16, cutoff=4.0),
               "schnet": SchNetConfig(hidden_channels=32, num_filters=32, num_interactions=2,
                                      num_gaussians=16, cutoff=4.0),
               "mace": MACEConfig(r_max=4.0, hidden_irreps="8x0e+8x1o", max_ell=1,

@@ -54,7 +54,8 @@ def add_parser(subparsers) -> None:
 def _add_model_options(parser) -> None:
     group = parser.add_argument_group("model")
     # Not argparse choices: listing MODELS would import torch for every `force2geo` call.
-    group.add_argument("--model", help="backbone: painn (default), schnet, or mace when "
+    group.add_argument("--model", help="backbone: painn (default), painn_foundation (the "
+                       "architecture of the paper's released PaiNN), schnet, or mace when "
                        "force2geo[mace] is installed")
     group.add_argument("--model-option", dest="model_config", action="append",
                        metavar="KEY=VALUE",

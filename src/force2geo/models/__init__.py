@@ -14,6 +14,7 @@ from force2geo.models.batch import Batch
 from force2geo.models.graph import Graph, neighbor_pairs, radius_graph
 from force2geo.models.mace import MACE, MACEConfig, mace_available
 from force2geo.models.painn import PaiNN, PaiNNConfig
+from force2geo.models.painn_foundation import FoundationPaiNN, FoundationPaiNNConfig
 from force2geo.models.potential import (
     Potential,
     composition_matrix,
@@ -23,7 +24,9 @@ from force2geo.models.potential import (
 from force2geo.models.schnet import SchNet, SchNetConfig
 
 # name -> backbone class; each class carries its frozen config dataclass as ``Config``.
-MODELS: dict[str, type[nn.Module]] = {"painn": PaiNN, "schnet": SchNet}
+# "painn_foundation" is the architecture of the paper's released PaiNN (no cutoff envelope).
+MODELS: dict[str, type[nn.Module]] = {"painn": PaiNN, "painn_foundation": FoundationPaiNN,
+                                      "schnet": SchNet}
 # Backbones from optional packages: registered only where the package is installed.
 OPTIONAL_MODELS = {"mace": "mace-torch (pip install 'force2geo[mace]')"}
 if mace_available():
@@ -44,6 +47,8 @@ __all__ = [
     "MODELS",
     "OPTIONAL_MODELS",
     "Batch",
+    "FoundationPaiNN",
+    "FoundationPaiNNConfig",
     "Graph",
     "MACE",
     "MACEConfig",
