@@ -39,6 +39,7 @@ K_BEND = 0.15 * HARTREE_TO_EV
 K_TORSION = 0.005 * HARTREE_TO_EV
 LINEAR_BEND_SIN = 1e-6
 TORSION_MIN_SIN = 0.3
+_TABLE_LIMIT = 1 << 22  # entries of a dense bend or torsion weight table at a time
 
 
 def _period(atomic_numbers: Tensor) -> Tensor:
@@ -58,27 +59,47 @@ def lindh_rho(atomic_numbers: Tensor, positions: Tensor) -> Tensor:
     return rho.fill_diagonal_(0.0)
 
 
-def _terms(rho: Tensor, cutoff: float) -> dict[str, tuple[Tensor, Tensor]]:
-    """Atom index lists and weights (rho products) of the stretches ``[t, 2]``, bends
-    ``[t, 3]`` (centre in the middle) and torsions ``[t, 4]`` worth keeping, each once."""
+def _bends(rho: Tensor, cutoff: float, centres: Tensor) -> tuple[Tensor, Tensor]:
+    """Bends i-j-k (i < k) about the ``centres`` j whose weight rho_ij rho_jk exceeds
+    ``cutoff``: atoms ``[t, 3]`` (centre in the middle) and weights ``[t]``."""
     n = rho.shape[0]
-    i, j = torch.nonzero(torch.triu(rho > cutoff, diagonal=1), as_tuple=True)
-    stretch = (torch.stack([i, j], 1), rho[i, j])
-    # Bends i-j-k, i < k: weight rho_ij rho_jk, from a dense [centre, i, k] table.
-    weight = rho.T[:, :, None] * rho[:, None, :]  # [j, i, k]
+    weight = rho[:, centres].T[:, :, None] * rho[centres][:, None, :]  # [centre, i, k]
     upper = torch.ones(n, n, dtype=torch.bool, device=rho.device).triu(1)
-    j, i, k = torch.nonzero((weight > cutoff) & upper, as_tuple=True)
-    bend = (torch.stack([i, j, k], 1), weight[j, i, k])
-    # Torsions i-j-k-l about every central pair j < k that could carry one.
-    cj, ck = torch.nonzero(torch.triu(rho > cutoff, diagonal=1), as_tuple=True)
+    c, i, k = torch.nonzero((weight > cutoff) & upper, as_tuple=True)
+    return torch.stack([i, centres[c], k], 1), weight[c, i, k]
+
+
+def _torsions(rho: Tensor, cutoff: float, cj: Tensor, ck: Tensor) -> tuple[Tensor, Tensor]:
+    """Torsions i-j-k-l about the central pairs ``(cj, ck)`` whose weight rho_ij rho_jk
+    rho_kl exceeds ``cutoff`` (i, l distinct and off the axis): ``[t, 4]``, ``[t]``."""
     weight = rho[:, cj].T[:, :, None] * rho[cj, ck][:, None, None] * rho[ck][:, None, :]
-    first = torch.arange(n, device=rho.device)[None, :, None]  # i, [1, n, 1]
+    first = torch.arange(rho.shape[0], device=rho.device)[None, :, None]  # i, [1, n, 1]
     last = first.transpose(1, 2)  # l, [1, 1, n]
     keep = (weight > cutoff) & (first != last)
     keep &= (first != ck[:, None, None]) & (last != cj[:, None, None])
     b, i, m = torch.nonzero(keep, as_tuple=True)
-    torsion = (torch.stack([i, cj[b], ck[b], m], 1), weight[b, i, m])
-    return {"stretch": stretch, "bend": bend, "torsion": torsion}
+    return torch.stack([i, cj[b], ck[b], m], 1), weight[b, i, m]
+
+
+def _chunks(n_items: int, per_item: int) -> list[slice]:
+    """Slices of ``range(n_items)`` whose dense tables stay under ``_TABLE_LIMIT`` entries."""
+    step = max(1, _TABLE_LIMIT // max(per_item, 1))
+    return [slice(a, a + step) for a in range(0, n_items, step)]
+
+
+def _terms(rho: Tensor, cutoff: float) -> dict[str, tuple[Tensor, Tensor]]:
+    """Atom index lists and weights (rho products) of the stretches ``[t, 2]``, bends
+    ``[t, 3]`` (centre in the middle) and torsions ``[t, 4]`` worth keeping, each once;
+    from dense weight tables, a chunk of centres or central pairs at a time."""
+    n = rho.shape[0]
+    i, j = torch.nonzero(torch.triu(rho > cutoff, diagonal=1), as_tuple=True)
+    stretch = (torch.stack([i, j], 1), rho[i, j])  # also the central pairs of torsions
+    centres = torch.arange(n, device=rho.device)
+    bends = [_bends(rho, cutoff, centres[part]) for part in _chunks(n, n * n)]
+    torsions = [_torsions(rho, cutoff, i[part], j[part]) for part in _chunks(len(i), n * n)]
+    return {"stretch": stretch,
+            "bend": tuple(torch.cat(parts) for parts in zip(*bends, strict=True)),
+            "torsion": tuple(torch.cat(parts) for parts in zip(*torsions, strict=True))}
 
 
 def _angle_sin(u: Tensor, v: Tensor) -> Tensor:
