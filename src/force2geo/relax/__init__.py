@@ -4,7 +4,9 @@ Many molecules are relaxed at once on one device (:func:`relax`, :func:`relax_it
 BFGS, L-BFGS or FIRE following ASE's semantics, with continuous batching within an atom
 budget and a per-molecule status (converged, step_limit, diverged). The optimizers work on
 a :class:`BatchState` and a force function, never on a trainer; :class:`PotentialCalculator`
-exposes the same potential to ASE.
+exposes the same potential to ASE. BFGS may start from a model Hessian of each start
+geometry (:func:`lindh_hessian`) instead of ASE's ``70 * I``; :mod:`force2geo.relax.shards`
+shares a large input among the processes of a ``torchrun`` job.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from force2geo.relax.engine import (
     relax,
     relax_iter,
 )
-from force2geo.relax.optimizers import BFGS, FIRE, LBFGS, OPTIMIZERS, Optimizer, make_optimizer
+from force2geo.relax.hessian import lindh_hessian
+from force2geo.relax.optimizers import (
+    BFGS,
+    FIRE,
+    INITIAL_HESSIANS,
+    LBFGS,
+    OPTIMIZERS,
+    Optimizer,
+    make_optimizer,
+)
 from force2geo.relax.state import ATOM, SYSTEM, BatchState, Scope, concat
 
 __all__ = [
@@ -29,6 +40,7 @@ __all__ = [
     "CONVERGED",
     "DIVERGED",
     "FIRE",
+    "INITIAL_HESSIANS",
     "LBFGS",
     "OPTIMIZERS",
     "STATUSES",
@@ -43,6 +55,7 @@ __all__ = [
     "RelaxStats",
     "Scope",
     "concat",
+    "lindh_hessian",
     "make_optimizer",
     "potential_force_fn",
     "relax",
