@@ -118,3 +118,44 @@ def test_exclude_list_drops_pretraining_molecules_from_valid_and_test(spec_file,
     sizes, before = record["splits"]["random"]["sizes"], plain["splits"]["random"]["sizes"]
     assert sizes["train"] == before["train"]
     assert sizes["valid"] + sizes["test"] < before["valid"] + before["test"]
+
+
+def test_a_store_split_file_maps_onto_the_dataset(tmp_path):
+    """splits: {name: {file: ...}}: a split of the store the dataset came from (e.g. the
+    MLIP's own), applied through the dataset's source indices, exclude still applied."""
+    from finetune_data import xtb_paths
+
+    from force2geo.data.splits import random_split, save_split, split_meta
+    from force2geo.data.store import TrajectoryStore, TrajectoryWriter
+    from force2geo.data.trajectory import Trajectory
+    from force2geo.finetune import from_store
+    from force2geo.finetune.experiment import run_experiment
+
+    with TrajectoryWriter(tmp_path / "store", source="tests: xTB paths") as writer:
+        for name, smiles, key, z, path in xtb_paths():
+            writer.add(Trajectory(z, path.positions, path.energy, path.forces, "xtb",
+                                  smiles=smiles, name=name, inchikey=key,
+                                  properties={"gap": path.result.gap}))
+    store = TrajectoryStore(tmp_path / "store")
+    dataset = from_store(store, "gap", rdkit=False, progress=False,
+                         indices=range(1, store.n_trajectories))  # trajectory 0 left out
+    dataset.save(tmp_path / "dataset")
+    parts = random_split(store.n_trajectories, (0.5, 0.25, 0.25), seed=5)
+    save_split(tmp_path / "split.json", parts, split_meta(store, "random", seed=5))
+    excluded = next(int(j) for j in parts["test"] if j != 0)
+    keys = tmp_path / "keys.txt"
+    keys.write_text(store.identifiers("inchikey")[excluded] + "\n")
+    spec = parse_spec({"name": "t", "dataset": str(tmp_path / "dataset"), "exclude": str(keys),
+                       "splits": {"mlip": {"file": str(tmp_path / "split.json")}},
+                       "runs": [{"name": "a"}]})
+    run_experiment(spec, tmp_path / "out", dry_run=True)
+    from force2geo.finetune.experiment import _file_split
+
+    mapped = _file_split(tmp_path / "split.json", dataset, str(keys))
+    source = dataset.source_indices
+    for part in ("train", "valid", "test"):
+        expected = set(parts[part].tolist()) - {0} - ({excluded} if part != "train" else set())
+        assert set(source[mapped[part]].tolist()) == expected, part
+    with pytest.raises(ValueError, match="stands alone"):
+        parse_spec({"name": "t", "dataset": "d", "runs": [{"name": "a"}],
+                    "splits": {"x": {"file": "f", "seed": 1}}})

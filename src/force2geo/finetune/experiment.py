@@ -12,6 +12,7 @@ package versions and every run's result). Example (the analog of the paper's Tab
     splits:
       random: {method: random, fractions: [0.8, 0.1, 0.1], seed: 42}
       scaffold: {method: scaffold}
+      mlip: {file: data/xtb-split.json}  # a split file of the dataset's store (or dataset)
     exclude: data/xtb-train             # valid/test molecules in this store (or in a
                                         # text file of InChIKeys) are dropped
     defaults: {target: xtb_gap, epochs: 30, max_minutes: 3}
@@ -60,7 +61,7 @@ KINDS = {"property": PropertyTrainConfig, "denoise": DenoiseConfig}
 SPEC_KEYS = {"name", "description", "dataset", "splits", "exclude", "defaults", "runs",
              "tables", "plots"}
 RUN_KEYS = {"name", "kind", "splits", "sweep"}
-SPLIT_KEYS = {"method", "fractions", "seed"}
+SPLIT_KEYS = {"method", "fractions", "seed", "file"}
 RUN_PREFIX = "run:"
 
 
@@ -168,6 +169,11 @@ def _splits(raw) -> dict:
     for name, settings in raw.items():
         settings = dict(settings or {})
         _unknown(settings, SPLIT_KEYS, f"splits.{name}")
+        if "file" in settings:
+            if set(settings) != {"file"}:
+                raise ValueError(f"splits.{name}: 'file' stands alone")
+            splits[str(name)] = {"method": "file", "file": str(settings["file"])}
+            continue
         splits[str(name)] = {"method": settings.get("method", "random"),
                              "fractions": list(settings.get("fractions", (0.8, 0.1, 0.1))),
                              "seed": int(settings.get("seed", 42))}
@@ -296,6 +302,8 @@ def _split(spec: ExperimentSpec, name: str, dataset, out: Path) -> dict:
     from force2geo.finetune.splits import split_dataset, split_meta
 
     path = out / "splits" / f"{name}.json"
+    if spec.splits[name]["method"] == "file":
+        return _file_split(Path(spec.splits[name]["file"]), dataset, spec.exclude)
     if path.exists():
         parts, meta = load_split(path)
         if meta.get("dataset_fingerprint") != dataset.fingerprint:
@@ -308,6 +316,35 @@ def _split(spec: ExperimentSpec, name: str, dataset, out: Path) -> dict:
     save_split(path, parts, split_meta(dataset, settings["method"],
                                        fractions=settings["fractions"], seed=settings["seed"],
                                        exclude=spec.exclude))
+    return parts
+
+
+def _file_split(path: Path, dataset, exclude: str | None) -> dict:
+    """A split file of the store the dataset was built from (trajectory indices, e.g. the
+    MLIP's own split, so that no valid/test molecule was pre-trained on) or of the dataset
+    itself (``meta.index == "dataset"``), as dataset indices; molecules of the store that
+    the dataset left out are dropped, and ``exclude`` still applies to valid and test."""
+    from force2geo.data.splits import load_split
+    from force2geo.finetune.splits import leakage_mask
+
+    parts, meta = load_split(path)
+    if meta.get("index") == "dataset":
+        if meta.get("dataset_fingerprint") != dataset.fingerprint:
+            raise InputError(path, "was made for another dataset")
+    else:
+        source = dataset.meta.get("source", {}).get("store_fingerprint")
+        if meta.get("store_fingerprint") not in (None, source):
+            raise InputError(path, f"splits a store with fingerprint "
+                             f"{meta.get('store_fingerprint')}, but the dataset was built "
+                             f"from {source}")
+        position = {int(j): i for i, j in enumerate(dataset.source_indices) if j >= 0}
+        parts = {k: np.array(sorted(position[int(j)] for j in v if int(j) in position),
+                             dtype=np.int64) for k, v in parts.items()}
+    if exclude is not None:
+        keep = leakage_mask(dataset, _pretraining(exclude))
+        for part in ("valid", "test"):
+            if part in parts:
+                parts[part] = parts[part][keep[parts[part]]]
     return parts
 
 
