@@ -103,11 +103,8 @@ def run_build(args) -> int:
     from force2geo.finetune.build import from_store
 
     common.set_threads(args.threads)
-    try:
-        dataset = from_store(args.store, args.target, limit=args.limit, rdkit=not args.no_rdkit,
-                             seed=args.seed, progress=not args.no_progress)
-    except ValueError as exc:
-        raise InputError(args.store, str(exc)) from None
+    dataset = from_store(args.store, args.target, limit=args.limit, rdkit=not args.no_rdkit,
+                         seed=args.seed, progress=not args.no_progress)
     if args.relax_with:
         _relax(dataset, args.relax_with, args)
     dataset.save(args.output, overwrite=args.overwrite)

@@ -30,6 +30,7 @@ import numpy as np
 from force2geo import __version__
 from force2geo.data.store import TrajectoryStore
 from force2geo.data.trajectory import Trajectory
+from force2geo.errors import InputError
 from force2geo.finetune.conformers import add_rdkit_conformers
 from force2geo.finetune.dataset import MoleculeRecord, PropertyDataset
 
@@ -120,8 +121,8 @@ def from_store(store: TrajectoryStore | str | Path, target: str = "gap", *,
 
     store = store if isinstance(store, TrajectoryStore) else TrajectoryStore(store)
     if target not in store.property_names:
-        raise ValueError(f"{store.path}: no property {target!r}; it has "
-                         f"{store.property_names or 'none'}")
+        raise InputError(store.path, f"no property {target!r}; it has "
+                         f"{', '.join(store.property_names) or 'none'}")
     chosen = np.arange(store.n_trajectories) if indices is None \
         else np.asarray(indices, dtype=np.int64)
     if limit is not None:
