@@ -11,7 +11,9 @@ from force2geo.errors import Force2GeoError
 EXPORT = """\
 Strip training checkpoints to float32 inference weights (EMA weights when kept) in FOLDER
 and register them under NAME in FOLDER/registry.json with their SHA-256. Several sources
-make an ensemble (NAME-0.pt, NAME-1.pt, ...)."""
+make an ensemble (NAME-0.pt, NAME-1.pt, ...). Property checkpoints of 'force2geo finetune'
+(best.pt or the run folder) are registered as property models (kind "property"), e.g.
+under the name force2geo predict uses by default, force2geo-gap-xtb."""
 
 CARD = """\
 Write the model card of registered model NAME: facts read off its files, the store it was
@@ -52,14 +54,30 @@ def export(args) -> None:
     from force2geo.pretrained.registry import Entry, register, weights_dir
 
     folder = args.folder or weights_dir()
+    kind = source_kind(args.sources)
     several = len(args.sources) > 1
     files = tuple(export_pretrained(source, args.name, folder,
                                     f"{args.name}-{k}.pt" if several else None,
                                     use_ema=not args.plain_weights)
                   for k, source in enumerate(args.sources))
-    register(Entry(args.name, files, args.description, args.level_of_theory), folder)
+    register(Entry(args.name, files, args.description, args.level_of_theory, kind=kind),
+             folder)
     for weight in files:
         print(f"{folder}/{weight.file}: {weight.size} bytes, sha256 {weight.sha256}")
+
+
+def source_kind(sources: list[str]) -> str:
+    """``property`` when every source is a property checkpoint (or its run folder),
+    ``mlip`` when none is; a mix is an error (one registry entry is one kind)."""
+    from force2geo.errors import InputError
+    from force2geo.pretrained.properties import is_property_file
+    from force2geo.pretrained.registry import run_checkpoint
+
+    kinds = {"property" if is_property_file(run_checkpoint(s)) else "mlip" for s in sources}
+    if len(kinds) > 1:
+        raise InputError("export", "a mix of potentials and property models; export them "
+                         "under two names")
+    return kinds.pop()
 
 
 def card(args) -> None:

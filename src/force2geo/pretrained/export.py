@@ -8,6 +8,8 @@ stay float64), the training config (with ``dtype`` float32), units, the data fin
 and counts, the last validation metrics, the step and epoch, and an ``export`` record
 (source file and its SHA-256, which weights, versions of training and export). No
 optimizer, scheduler, RNG or loader state: it cannot be resumed, and is ~3x smaller.
+Property checkpoints of ``force2geo finetune`` are exported alike by
+:mod:`force2geo.pretrained.properties`.
 """
 
 from __future__ import annotations
@@ -73,20 +75,24 @@ def export_pretrained(source: str | os.PathLike, name: str, out_folder: str | os
     written atomically (left as it is when it already holds this very export). Returns the
     file's name, SHA-256 and size in bytes.
 
-    Refuses a checkpoint that is not a force2geo training checkpoint (the paper's
-    released file needs no export: name it directly).
+    A property checkpoint of ``force2geo finetune`` (or its run folder) is exported by
+    :func:`~force2geo.pretrained.properties.export_property` (float32 weights, target
+    normalisation, config; ``use_ema`` does not apply). Refuses a checkpoint that is
+    neither (the paper's released file needs no export: name it directly).
     """
     from force2geo.evaluate.runner import file_sha256
+    from force2geo.pretrained.properties import export_property, is_property_file
 
     path = run_checkpoint(source)
+    target = Path(out_folder) / (file_name or f"{name}.pt")
+    if is_property_file(path):
+        return export_property(path, name, target)
     checkpoint = load_checkpoint(path)
     if checkpoint.get("kind") == KIND:
         raise InputError(path, "is already an exported model")
     info = {"source": os.fspath(path), "source_sha256": file_sha256(path)}
-    out_folder = Path(out_folder)
-    target = out_folder / (file_name or f"{name}.pt")
     if not _same_export(target, info["source_sha256"], use_ema, checkpoint):
-        out_folder.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(inference_checkpoint(checkpoint, name, info, use_ema), target)
     return WeightFile(file=target.name, sha256=file_sha256(target),
                       size=target.stat().st_size)

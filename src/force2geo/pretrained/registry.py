@@ -6,6 +6,9 @@ another): the weight files (inference checkpoints written by
 :func:`~force2geo.pretrained.export.export_pretrained`), a model card per model and
 ``registry.json``, which lists each model with its files, their SHA-256 and size, the level
 of theory of its training labels and its units. A model of several files is an ensemble.
+An entry's ``kind`` says what it predicts: ``mlip`` (a potential: energy and forces; read
+by :func:`resolve_model`) or ``property`` (a property model of ``force2geo finetune``, e.g.
+the HOMO-LUMO gap; read by :func:`~force2geo.pretrained.properties.load_property_model`).
 A file is loaded only after its SHA-256 matches the registry, so a truncated download, a
 damaged install or a file replaced without re-registering fails loudly instead of giving
 wrong energies.
@@ -15,7 +18,11 @@ wrong energies.
     {"format": "force2geo-pretrained-registry", "format_version": 1,
      "models": {"force2geo-painn-xtb": {"description": ..., "level_of_theory": ...,
                 "units": {...}, "license": "MIT", "card": "force2geo-painn-xtb.md",
+                "kind": "mlip",
                 "files": [{"file": "force2geo-painn-xtb.pt", "sha256": ..., "size": ...}]}}}
+
+(A registry written before ``kind`` existed lists potentials only: a missing ``kind`` is
+``mlip``.)
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ from force2geo.errors import InputError
 from force2geo.units import UNITS
 
 DEFAULT = "force2geo-painn-xtb"
+DEFAULT_PROPERTY = "force2geo-gap-xtb"  # the shipped HOMO-LUMO gap model of force2geo predict
+KINDS = ("mlip", "property")
+KIND_WORDS = {"mlip": "potential (an MLIP: energy and forces)",
+              "property": "property model (force2geo finetune)"}
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_ENV = "FORCE2GEO_WEIGHTS"
 REGISTRY = "registry.json"
@@ -43,6 +54,10 @@ RUN_CHECKPOINTS = ("best.pt", "last.pt")  # in a run folder, the first that exis
 HOW_TO_MAKE = ("make it with scripts/make_pretrained.sh, or pass --model with a checkpoint "
                "of 'force2geo train' (or its run folder) or the paper's released PaiNN "
                "checkpoint")
+HOW_TO_MAKE_PROPERTY = ("train one with 'force2geo finetune' and export its best.pt with "
+                        "'python -m force2geo.pretrained export RUN_DIR --name "
+                        f"{DEFAULT_PROPERTY}', or pass --property-model with a property "
+                        "checkpoint (best.pt of 'force2geo finetune') or its run folder")
 
 
 @dataclass(frozen=True)
@@ -57,8 +72,9 @@ class WeightFile:
 @dataclass(frozen=True)
 class Entry:
     """A shipped model: its ``files`` (several: an ensemble), what it is (``description``),
-    the ``level_of_theory`` of its training labels, ``units`` of its outputs, ``license``
-    and the file name of its model ``card`` (None until one is written)."""
+    the ``level_of_theory`` of its training labels, ``units`` of its outputs, ``license``,
+    the file name of its model ``card`` (None until one is written) and its ``kind``
+    (:data:`KINDS`: ``mlip`` a potential, ``property`` a property model)."""
 
     name: str
     files: tuple[WeightFile, ...]
@@ -67,6 +83,12 @@ class Entry:
     units: dict = field(default_factory=lambda: dict(UNITS))
     license: str = "MIT"
     card: str | None = None
+    kind: str = "mlip"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"model {self.name}: kind must be one of {KINDS}, got "
+                             f"{self.kind!r}")
 
     @property
     def is_ensemble(self) -> bool:
@@ -117,26 +139,34 @@ def register(entry: Entry, folder: str | os.PathLike | None = None) -> Path:
     return write_json(folder / REGISTRY, content, indent=1)
 
 
-def _entry(name: str, folder: Path) -> Entry:
+def _entry(name: str, folder: Path, kind: str = "mlip") -> Entry:
     registry = read_registry(folder)
     if name in registry and registry[name].files:
+        if registry[name].kind != kind:
+            raise InputError(name, f"is a shipped {KIND_WORDS[registry[name].kind]}; "
+                             f"{KIND_WORDS[kind]} is needed here")
         return registry[name]
-    if name == DEFAULT:
+    if name == DEFAULT and kind == "mlip":
         raise InputError(folder / REGISTRY, f"no shipped model yet ({DEFAULT} is not "
                          f"there): {HOW_TO_MAKE}")
-    shipped = ", ".join(sorted(registry)) or "none"
-    raise InputError(name, f"no such checkpoint file, run folder or shipped model "
+    if name == DEFAULT_PROPERTY and kind == "property":
+        raise InputError(folder / REGISTRY, f"no shipped property model yet "
+                         f"({DEFAULT_PROPERTY} is not there): {HOW_TO_MAKE_PROPERTY}")
+    shipped = ", ".join(sorted(n for n, e in registry.items() if e.kind == kind)) or "none"
+    raise InputError(name, f"no such checkpoint file, run folder or shipped {kind} model "
                      f"(shipped: {shipped})")
 
 
-def shipped_files(name: str | None = None, folder: str | os.PathLike | None = None
-                  ) -> list[Path]:
-    """The weight files of shipped model ``name`` (default :data:`DEFAULT`), each checked
-    against the registry's SHA-256; :class:`InputError` when one is missing or differs."""
+def shipped_files(name: str | None = None, folder: str | os.PathLike | None = None,
+                  kind: str = "mlip") -> list[Path]:
+    """The weight files of shipped model ``name`` of ``kind`` (default: :data:`DEFAULT`,
+    or :data:`DEFAULT_PROPERTY` for ``property``), each checked against the registry's
+    SHA-256; :class:`InputError` when one is missing or differs, or the entry is of
+    another kind."""
     from force2geo.evaluate.runner import file_sha256
 
     folder = Path(folder or weights_dir())
-    entry = _entry(name or DEFAULT, folder)
+    entry = _entry(name or (DEFAULT_PROPERTY if kind == "property" else DEFAULT), folder, kind)
     paths = []
     for weight in entry.files:
         path = folder / weight.file
@@ -153,17 +183,19 @@ def shipped_files(name: str | None = None, folder: str | os.PathLike | None = No
 
 
 def model_files(spec: str | os.PathLike | None = None,
-                folder: str | os.PathLike | None = None) -> list[Path]:
-    """The files a model ``spec`` names (see :func:`resolve_model`), shipped ones checked.
+                folder: str | os.PathLike | None = None, kind: str = "mlip") -> list[Path]:
+    """The files a model ``spec`` names (see :func:`resolve_model`), shipped ones checked;
+    ``kind`` says which shipped models a name (or None, the default) may pick.
 
-    A run folder of ``force2geo train`` stands for its ``best.pt`` (else ``last.pt``).
+    A run folder of ``force2geo train`` (or ``force2geo finetune``) stands for its
+    ``best.pt`` (else ``last.pt``).
     """
     if spec is None:
-        return shipped_files(DEFAULT, folder)
+        return shipped_files(None, folder, kind)
     path = Path(spec)
     if path.exists():
         return [run_checkpoint(path)]
-    return shipped_files(os.fspath(spec), folder)
+    return shipped_files(os.fspath(spec), folder, kind)
 
 
 def run_checkpoint(path: str | os.PathLike) -> Path:
