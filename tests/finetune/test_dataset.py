@@ -295,3 +295,38 @@ def test_cli_build_and_info(store_path, tmp_path, capsys):
     assert main(["dataset", "build", str(store_path), "-o", str(out)]) == 1  # exists
     assert main(["dataset", "build", str(store_path), "-o", str(tmp_path / "x"),
                  "--target", "dipole"]) == 1
+
+
+def test_cli_relax_only_the_parts_of_a_store_split(store_path, tmp_path, capsys):
+    """dataset relax --only FILE:PART [--sample N]: exactly those molecules get an mlip
+    geometry (store trajectory indices mapped through the dataset's source indices)."""
+    from force2geo.data.splits import save_split, split_meta
+    from force2geo.data.store import TrajectoryStore
+
+    store = TrajectoryStore(store_path)
+    out = tmp_path / "ds"
+    assert main(["dataset", "build", str(store_path), "-o", str(out), "--no-rdkit",
+                 "--no-progress"]) == 0
+    save_split(tmp_path / "split.json", {"train": np.array([0, 1, 4]), "valid": np.array([2]),
+                                         "test": np.array([3])}, split_meta(store, "hand"))
+    ckpt = _tiny_checkpoint(store_path, tmp_path)
+    assert main(["dataset", "relax", str(out), "--model", str(ckpt), "--only",
+                 f"{tmp_path / 'split.json'}:test", "--only", f"{tmp_path / 'split.json'}:train",
+                 "--sample", "2", "--steps", "3", "--no-progress", "--threads", "1"]) == 0
+    data = PropertyDataset.load(out)
+    relaxed = set(data.source_indices[data.has("mlip")].tolist())
+    assert 3 in relaxed and 2 not in relaxed and len(relaxed & {0, 1, 4}) == 2
+    assert main(["dataset", "relax", str(out), "--model", str(ckpt), "--only",
+                 f"{tmp_path / 'split.json'}:nope"]) == 1
+    assert "no part 'nope'" in capsys.readouterr().err
+
+
+def _tiny_checkpoint(store_path, tmp_path):
+    from force2geo.training import TrainConfig, fit
+
+    config = TrainConfig(data=str(store_path), run_dir=str(tmp_path / "mlip"),
+                         model_config={"hidden_channels": 8, "num_layers": 1, "num_rbf": 8},
+                         epochs=1, max_steps=1, device="cpu", plots=False,
+                         split_fractions=(1.0, 0.0, 0.0))
+    fit(config)
+    return tmp_path / "mlip" / "last.pt"

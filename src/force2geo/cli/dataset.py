@@ -56,6 +56,12 @@ def add_parser(subparsers) -> None:
         "trajectory and the status; DATASET is rewritten atomically.")
     relax.add_argument("dataset", metavar="DATASET", help="dataset folder")
     relax.add_argument("--model", metavar="CKPT", required=True, help="MLIP checkpoint")
+    relax.add_argument("--only", action="append", metavar="FILE:PART",
+                       help="relax only the molecules of this part of a split file of the "
+                       "dataset's store (trajectory indices; repeatable)")
+    relax.add_argument("--sample", type=int, metavar="N",
+                       help="at most N molecules of each --only part, a seeded random sample")
+    relax.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     _relax_options(relax)
     relax.set_defaults(func=run_relax)
 
@@ -82,6 +88,32 @@ def _relax_options(parser) -> None:
     common.add_threads_option(group)
 
 
+def _chosen(dataset, args) -> list[int] | None:
+    """Dataset indices of the --only parts (each sampled down to --sample), or None."""
+    import numpy as np
+
+    from force2geo.data.splits import load_split
+
+    if not getattr(args, "only", None):
+        return None
+    position = {int(j): i for i, j in enumerate(dataset.source_indices) if j >= 0}
+    rng = np.random.default_rng(args.seed)
+    chosen: set[int] = set()
+    for spec in args.only:
+        path, _, part = spec.rpartition(":")
+        parts, meta = load_split(path or spec)
+        store = dataset.meta.get("source", {}).get("store_fingerprint")
+        if meta.get("store_fingerprint") not in (None, store):
+            raise InputError(path, "splits another store than the one the dataset came from")
+        if part not in parts:
+            raise InputError(path, f"no part {part!r}; it holds {', '.join(parts)}")
+        picked = [position[int(j)] for j in parts[part] if int(j) in position]
+        if args.sample is not None and len(picked) > args.sample:
+            picked = rng.choice(picked, args.sample, replace=False).tolist()
+        chosen.update(int(i) for i in picked)
+    return sorted(chosen)
+
+
 def _relax(dataset, checkpoint: str, args) -> dict:
     from force2geo.finetune.relaxation import relax_geometries
     from force2geo.relax import RelaxConfig
@@ -94,7 +126,7 @@ def _relax(dataset, checkpoint: str, args) -> dict:
         raise InputError("command line", str(exc)) from None
     device = common.device(args.device)
     potential = load_potential(checkpoint, device=device)
-    return relax_geometries(dataset, potential, args.start, config,
+    return relax_geometries(dataset, potential, args.start, config, indices=_chosen(dataset, args),
                             progress=not args.no_progress, device=device,
                             keep_frames=args.keep_frames, model={"checkpoint": checkpoint})
 
