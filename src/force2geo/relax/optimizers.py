@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from force2geo.relax.hessian import lindh_hessian
+from force2geo.relax.hessian import MIN_CURVATURE, lindh_hessian
 from force2geo.relax.state import ATOM, SYSTEM, BatchState, Scope
 
 # ASE skips the BFGS update when no coordinate moved more than this (Å): a restart.
@@ -87,7 +87,7 @@ class BFGS(Optimizer):
               "bfgs_forces0": ATOM, "bfgs_started": SYSTEM}
 
     def __init__(self, maxstep: float = 0.2, alpha: float = 70.0, eigh: bool = False,
-                 initial_hessian: str = "identity", min_curvature: float = 1.0):
+                 initial_hessian: str = "identity", min_curvature: float = MIN_CURVATURE):
         if initial_hessian not in INITIAL_HESSIANS:
             raise ValueError(f"initial_hessian must be one of {INITIAL_HESSIANS}, got "
                              f"{initial_hessian!r}")
