@@ -17,7 +17,7 @@ from force2geo.errors import Force2GeoError
 
 # Sub-command modules, in the order ``force2geo --help`` lists them.
 COMMANDS = ("generate", "convert", "info", "split", "train", "relax", "evaluate", "benchmark",
-            "dataset", "finetune", "experiment")
+            "dataset", "finetune", "experiment", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
