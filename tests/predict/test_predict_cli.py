@@ -144,3 +144,18 @@ def test_named_models_of_the_wrong_kind_are_refused(shipped, smi, tmp_path, caps
     assert "is a shipped property model" in capsys.readouterr().err
     assert _predict(smi, out, "--property-model", DEFAULT) == 1
     assert "is a shipped potential" in capsys.readouterr().err
+
+
+def test_repeated_models_make_ensembles(weights, mlip_runs, property_runs, smi, tmp_path):
+    out = tmp_path / "pred.csv"
+    models = [a for run in mlip_runs for a in ("--model", str(run))]
+    heads = [a for run in property_runs for a in ("--property-model", str(run))]
+    assert _predict(smi, out, *models, *heads) == 0
+    relaxed = [r for r in read_rows(out) if r["gap_eV"]]
+    assert relaxed
+    for row in relaxed:
+        assert number(row["energy_std"]) > 0 and number(row["forces_std"]) > 0
+        assert number(row["gap_eV_std"]) > 0
+    record = json.loads((tmp_path / "pred.json").read_text())
+    assert len(record["model"]["files"]) == len(record["property"]["files"]) == 2
+    assert record["model"]["spec"] == [str(run) for run in mlip_runs]
