@@ -106,15 +106,16 @@ def run(args) -> int:
 
 
 def _summary(record: dict) -> None:
-    counts = record["status_counts"]
-    parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+    from force2geo.predict.output import property_column
+
+    counts = ", ".join(f"{n} {s}" for s, n in record["status_counts"].items())
     stats = record["property_summary"]
-    column = next(c for c in record["columns"] if c not in ("fmax", "energy", "energy_std",
-                                                            "forces_std"))
+    column = property_column(record["property"]["target"], record["property"]["unit"])
     spread = (f"{column} {stats['mean']:.3f} ± {stats['std']:.3f} (min {stats['min']:.3f}, "
               f"max {stats['max']:.3f})" if stats["n"] else f"no {column} predicted")
+    steps = "" if record["median_steps"] is None else f"median {record['median_steps']} steps; "
     outputs = record["outputs"]
-    print(f"{outputs['csv']}: {record['molecules']} molecules ({parts}); median "
-          f"{record['median_steps']} steps; {spread}; {record['timings']['total_s']:.1f} s")
+    print(f"{outputs['csv']}: {record['molecules']} molecules ({counts}); {steps}{spread}; "
+          f"{record['timings']['total_s']:.1f} s")
     print(f"geometries {outputs['geometries']}, record {outputs['record']}, report "
           f"{outputs['report']}")
