@@ -16,6 +16,9 @@ same minimum when the polished energies agree within 1 meV and the polished geom
 within 0.1 Å heavy-atom RMSD. For xTB, the store's own xTB path (ASE BFGS when the store
 was made) gives a second check of the ASE step counts.
 
+Wall times are only comparable on an otherwise idle machine (the load average is
+recorded); step counts and minima do not depend on it.
+
 Not a test. Run (single thread, as measured):
 ``python benchmarks/relax_steps.py [--molecules 60] [--model data/runs/painn-xtb/best.pt]
 [--json benchmarks/results/relax_steps.json]``.
@@ -40,6 +43,7 @@ from force2geo.atomic import write_json
 from force2geo.data.splits import read_part
 from force2geo.data.store import TrajectoryStore
 from force2geo.evaluate.metrics import heavy_atom_rmsd
+from force2geo.evaluate.runner import file_sha256
 from force2geo.qc.engines import EngineCalculator, XTBEngine
 from force2geo.relax import (
     BFGS,
@@ -243,7 +247,8 @@ def main() -> None:
     sizes = [len(s["z"]) for s in starts]
     print(f"{len(starts)} molecules of {args.part} ({min(sizes)}-{max(sizes)} atoms, mean "
           f"{np.mean(sizes):.1f}); fmax {args.fmax} eV/Å, at most {args.steps} steps; "
-          f"{args.threads} thread(s); torch {torch.__version__}")
+          f"{args.threads} thread(s); torch {torch.__version__}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     rows = []
     if "xtb" in args.potentials:
         rows += compare("GFN2-xTB", XTBForces(), lambda: EngineCalculator(XTBEngine()),
@@ -256,7 +261,10 @@ def main() -> None:
         rows += compare("model", potential_force_fn(potential),
                         lambda: PotentialCalculator(potential), starts, args)
     print_table(rows)
+    model = Path(args.model)
     report = {"store": args.store, "part": args.part, "model": args.model,
+              "model_sha256": file_sha256(model) if model.exists() else None,
+              "load_average_end": os.getloadavg(),
               "fmax": args.fmax, "max_steps": args.steps, "threads": args.threads,
               "machine": platform.processor() or platform.machine(),
               "torch": torch.__version__, "molecules": [s["name"] for s in starts],
