@@ -3,7 +3,6 @@ at all (written in a temporary sibling folder, synced, then renamed into place).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ import numpy as np
 
 from force2geo.atomic import fsync_dir
 from force2geo.errors import InputError
+from force2geo.evaluate.runner import file_sha256
 
 FORMAT = "force2geo-property-dataset"
 FORMAT_VERSION = 1
@@ -34,14 +34,6 @@ def pack_strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 def unpack_strings(data: np.ndarray, offset: np.ndarray) -> list[str]:
     raw = np.asarray(data).tobytes()
     return [raw[a:b].decode("utf-8") for a, b in zip(offset[:-1], offset[1:], strict=True)]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_folder(folder: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict,
@@ -70,7 +62,7 @@ def write_folder(folder: str | os.PathLike, arrays: dict[str, np.ndarray], meta:
                 np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
                 handle.flush()
                 os.fsync(handle.fileno())
-            files[path.name] = sha256_file(path)
+            files[path.name] = file_sha256(path)
         record = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "files": files}
         with open(tmp / META, "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=1)
@@ -127,7 +119,7 @@ def verify_files(folder: str | os.PathLike, files: dict[str, str]) -> None:
         path = Path(folder) / name
         if not path.is_file():
             raise InputError(path, "missing dataset file")
-        if sha256_file(path) != digest:
+        if file_sha256(path) != digest:
             raise InputError(path, "checksum mismatch (corrupt file)")
 
 
