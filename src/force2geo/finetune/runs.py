@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from force2geo.errors import InputError
+from force2geo.training.runlog import read_records  # the same metrics.jsonl format
 
 CONFIG, METRICS, RESULT, LAST, BEST = ("config.json", "metrics.jsonl", "result.json",
                                        "last.pt", "best.pt")
@@ -99,13 +99,6 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
-
-
-def read_records(run_dir: str | os.PathLike) -> list[dict]:
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 class Clock:
