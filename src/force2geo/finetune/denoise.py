@@ -17,7 +17,6 @@ with a new property head, as it does an MLIP's. Resumable like :func:`fit_proper
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,7 +184,7 @@ def _start(config: DenoiseConfig, data, run_dir: Path, indices, resume: bool) ->
         run.clock = runs.Clock(run.progress["seconds"])
         restore_rng(saved["rng"])
     run.log = runs.MetricsLog(run_dir, run.progress["epoch"] if saved else None)
-    atomic.write_text(run_dir / runs.CONFIG, json.dumps(config.to_dict(), indent=2) + "\n")
+    atomic.write_json(run_dir / runs.CONFIG, config.to_dict(), indent=2)
     return run
 
 
