@@ -238,7 +238,8 @@ class PropertyDataset:
         f0, f1 = self._columns["traj_frame_offset"][i : i + 2]
         if f1 == f0:
             return None
-        n = int(self.n_atoms()[i])
+        a, b = self._columns["atom_offset"][i : i + 2]
+        n = int(b - a)
         start = int(self._traj_rows()[i])
         rows = self._columns["traj_positions"][start : start + (f1 - f0) * n]
         return np.asarray(rows, dtype=np.float64).reshape(f1 - f0, n, 3)
@@ -284,8 +285,9 @@ class PropertyDataset:
         """
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         c = self._columns
-        sizes = self.n_atoms()[indices]
-        rows = _ranges(c["atom_offset"][indices], sizes)
+        first = np.asarray(c["atom_offset"][indices])
+        sizes = np.asarray(c["atom_offset"][indices + 1]) - first  # n_atoms() diffs them all
+        rows = _ranges(first, sizes)
         if positions is None:
             self._require(indices, geometry)
             xyz = np.asarray(c[f"positions_{geometry}"][rows], dtype=np.float64)
