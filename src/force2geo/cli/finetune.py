@@ -26,6 +26,7 @@ import argparse
 import json
 from pathlib import Path
 
+from force2geo.cli import common
 from force2geo.errors import InputError
 
 GEOMETRY_CHOICES = ("ground_truth", "rdkit", "early", "mlip")
@@ -102,9 +103,11 @@ def _optimisation_options(parser) -> None:
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--ckpt-every", type=int, help="also save last.pt every N steps")
     group.add_argument("--no-progress", dest="progress", action="store_false")
+    common.add_threads_option(group)
 
 
 def run(args) -> int:
+    common.set_threads(args.threads)
     run_dir = Path(args.run_dir)
     if args.denoise_pretrain:
         return _denoise(args, run_dir)
