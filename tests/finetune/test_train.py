@@ -178,7 +178,8 @@ def test_cli_trains_resumes_and_denoises(dataset, tmp_path, capsys):
     folder = dataset.save(tmp_path / "dataset")
     run = tmp_path / "run"
     common = ["--model-option", "hidden_channels=16", "--model-option", "num_layers=2",
-              "--batch-size", "4", "--device", "cpu", "--no-progress", "--lr", "5e-3", "--threads", "1"]
+              "--batch-size", "4", "--device", "cpu", "--no-progress", "--lr", "5e-3",
+              "--threads", "1"]
     assert main(["finetune", str(folder), "-o", str(run), "--epochs", "2", *common]) == 0
     assert "valid MAE" in capsys.readouterr().out
     assert (run / "split.json").is_file() and (run / "best.pt").is_file()
