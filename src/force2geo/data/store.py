@@ -175,9 +175,9 @@ class TrajectoryStore:
         sh = self.shard(s)
         start = sh.snap_atom_offset[local]
         n_atoms = sh.snap_atom_offset[local + 1] - start
-        rows = _ranges(start, n_atoms)
+        rows = concat_ranges(start, n_atoms)
         traj = sh.snap_traj[local].astype(np.int64)
-        z_rows = _ranges(sh.traj_atom_offset[traj], n_atoms)
+        z_rows = concat_ranges(sh.traj_atom_offset[traj], n_atoms)
         return {
             "atomic_numbers": sh.atomic_numbers[z_rows],
             "positions": sh.positions[rows],
@@ -333,7 +333,7 @@ class TrajectoryStore:
         }
 
 
-def _ranges(start: np.ndarray, length: np.ndarray) -> np.ndarray:
+def concat_ranges(start: np.ndarray, length: np.ndarray) -> np.ndarray:
     """Concatenate ``arange(start[k], start[k] + length[k])`` for all k, vectorised."""
     length = np.asarray(length, dtype=np.int64)
     total = int(length.sum())
@@ -358,7 +358,7 @@ def _assemble(indices: np.ndarray, parts: list[tuple[np.ndarray, dict]]) -> dict
             return _empty_batch()
         n_atoms = grouped["n_atoms"]
         atom_start = np.cumsum(n_atoms) - n_atoms
-        rows = _ranges(atom_start[inverse], n_atoms[inverse])
+        rows = concat_ranges(atom_start[inverse], n_atoms[inverse])
         out = {}
         for key, value in grouped.items():
             out[key] = value[rows] if key in ("atomic_numbers", "positions", "forces") \

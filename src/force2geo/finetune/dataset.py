@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from force2geo import __version__
+from force2geo.data.store import concat_ranges
 from force2geo.errors import InputError
 from force2geo.finetune import storage
 from force2geo.finetune.storage import offsets
@@ -104,16 +105,6 @@ class PropertyBatch:
     ground_truth: Tensor | None
     graph2d: Graph2D | None
     indices: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-
-
-def _ranges(start: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(start[k], start[k] + length[k])``, vectorised."""
-    length = np.asarray(length, dtype=np.int64)
-    total = int(length.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    seg_start = np.cumsum(length) - length
-    return np.repeat(np.asarray(start, dtype=np.int64) - seg_start, length) + np.arange(total)
 
 
 class PropertyDataset:
@@ -287,7 +278,7 @@ class PropertyDataset:
         c = self._columns
         first = np.asarray(c["atom_offset"][indices])
         sizes = np.asarray(c["atom_offset"][indices + 1]) - first  # n_atoms() diffs them all
-        rows = _ranges(first, sizes)
+        rows = concat_ranges(first, sizes)
         if positions is None:
             self._require(indices, geometry)
             xyz = np.asarray(c[f"positions_{geometry}"][rows], dtype=np.float64)
@@ -354,15 +345,15 @@ class PropertyDataset:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         c = self._columns
         sizes = self.n_atoms()[indices]
-        rows = _ranges(c["atom_offset"][indices], sizes)
+        rows = concat_ranges(c["atom_offset"][indices], sizes)
         frames = np.diff(c["traj_frame_offset"])
         frame_rows_start = self._traj_rows()[:-1]
         out = {"atomic_numbers": c["atomic_numbers"][rows], "atom_offset": offsets(sizes),
                "targets": c["targets"][indices],
-               "traj_positions": c["traj_positions"][_ranges(frame_rows_start[indices],
+               "traj_positions": c["traj_positions"][concat_ranges(frame_rows_start[indices],
                                                              sizes * frames[indices])],
                "traj_frame_offset": offsets(frames[indices]),
-               "traj_energy": c["traj_energy"][_ranges(c["traj_frame_offset"][indices],
+               "traj_energy": c["traj_energy"][concat_ranges(c["traj_frame_offset"][indices],
                                                        frames[indices])]}
         for name, (_, _, scope) in _COLUMNS.items():
             if scope == "molecule":
