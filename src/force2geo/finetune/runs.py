@@ -101,6 +101,15 @@ class MetricsLog:
             handle.write(json.dumps(record) + "\n")
 
 
+def stop_reason(config, step: int, clock: Clock) -> str | None:
+    """``"max_steps"`` or ``"max_minutes"`` once ``config``'s budget is spent, else None."""
+    if config.max_steps is not None and step >= config.max_steps:
+        return "max_steps"
+    if clock.out_of(config.max_minutes):
+        return "max_minutes"
+    return None
+
+
 class Clock:
     """Seconds of a run, counting those of earlier (resumed) processes."""
 

@@ -278,10 +278,9 @@ def _run_epoch(run: _Run) -> str | None:
             bar.set_postfix(mae=f"{out['mae']:.4f}")
             if config.ckpt_every and progress["step"] % config.ckpt_every == 0:
                 _save(run, runs.LAST)
-            if config.max_steps is not None and progress["step"] >= config.max_steps:
-                return "max_steps"
-            if run.clock.out_of(config.max_minutes):
-                return "max_minutes"
+            stopped = runs.stop_reason(config, progress["step"], run.clock)
+            if stopped is not None:
+                return stopped
     finally:
         bar.close()
     return None
