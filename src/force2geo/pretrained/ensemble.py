@@ -38,6 +38,16 @@ class EnsemblePrediction:
     forces_std: Tensor
 
 
+def ensemble_members(members: Sequence[nn.Module]) -> nn.ModuleList:
+    """At least two members in one dtype (all cast to float64 when they differ: they see
+    the same positions)."""
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+    if len({next(m.parameters()).dtype for m in members}) > 1:
+        members = [m.to(torch.float64) for m in members]
+    return nn.ModuleList(members)
+
+
 class Ensemble(nn.Module):
     """The mean of several :class:`~force2geo.models.Potential` members (at least two).
 
@@ -47,11 +57,7 @@ class Ensemble(nn.Module):
 
     def __init__(self, members: Sequence[Potential]):
         super().__init__()
-        if len(members) < 2:
-            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
-        if len({next(m.parameters()).dtype for m in members}) > 1:
-            members = [m.to(torch.float64) for m in members]
-        self.members = nn.ModuleList(members)
+        self.members = ensemble_members(members)
 
     def forward(self, batch: Batch) -> Tensor:
         """Mean total energy per system over the members, ``[n_systems]`` eV, float64."""

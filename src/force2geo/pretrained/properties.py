@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from force2geo import __version__
 from force2geo.errors import InputError
+from force2geo.pretrained.ensemble import ensemble_members
 from force2geo.pretrained.registry import WeightFile, model_files
 
 EXPORT_KEYS = ("format", "format_version", "kind", "units", "config", "model",
@@ -42,11 +43,7 @@ class PropertyEnsemble(nn.Module):
 
     def __init__(self, members: Sequence[nn.Module]):
         super().__init__()
-        if len(members) < 2:
-            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
-        if len({next(m.parameters()).dtype for m in members}) > 1:
-            members = [m.to(torch.float64) for m in members]
-        self.members = nn.ModuleList(members)
+        self.members = ensemble_members(members)
         self.needs_2d = any(m.needs_2d for m in members)
 
     def forward(self, pb) -> Tensor:
