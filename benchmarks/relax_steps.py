@@ -39,11 +39,10 @@ import torch
 from ase import Atoms
 from ase.optimize import BFGS as AseBFGS
 
-from force2geo.atomic import write_json
+from force2geo.atomic import file_sha256, write_json
 from force2geo.data.splits import read_part
 from force2geo.data.store import TrajectoryStore
 from force2geo.evaluate.metrics import heavy_atom_rmsd
-from force2geo.evaluate.runner import file_sha256
 from force2geo.qc.engines import EngineCalculator, XTBEngine
 from force2geo.relax import (
     BFGS,

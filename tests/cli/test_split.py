@@ -192,3 +192,32 @@ def test_extend_keeps_the_earlier_split_of_a_smaller_store(stores, tmp_path, cap
     assert run(store.path, "-o", tmp_path / "x.json", "--method", "scaffold",
                "--extend", old) == 1
     assert "only with --method random" in one_line_error(capsys)
+
+
+def test_extend_with_an_inchikey_list_puts_those_molecules_in_train(stores, tmp_path, capsys):
+    """A model card's key list (here 5 molecules, one unknown to the store): the listed
+    molecules are all in train, the others split at random by --fractions and --seed."""
+    store, _ = stores
+    keys = store.identifiers("inchikey")
+    listed = [keys[i] for i in (2, 7, 11, 19, 23)] + ["VNWKTOKETHGBQD-UHFFFAOYSA-N"]  # CH4
+    key_file = tmp_path / "model.inchikeys.txt"
+    key_file.write_text("\n".join(listed) + "\n\n")
+    out = tmp_path / "warm.json"
+    assert run(store.path, "-o", out, "--method", "random", "--seed", 3, "--extend",
+               key_file) == 0
+    parts, meta = splits.load_split(out)
+    assert {2, 7, 11, 19, 23} <= set(parts["train"])
+    for part in ("valid", "test"):
+        assert not {2, 7, 11, 19, 23} & set(parts[part])
+    assert sorted(np.concatenate(list(parts.values()))) == list(range(30))
+    rest = np.setdiff1d(np.arange(30), [2, 7, 11, 19, 23])  # the 25 others: 20 / 2 / 3
+    expected = splits.random_split(25, (0.8, 0.1, 0.1), 3)
+    for part in splits.PARTS:
+        assert set(rest[expected[part]]) == set(np.intersect1d(parts[part], rest)), part
+    assert meta["extends"]["inchikeys"] == str(key_file)
+    assert meta["extends"]["n_keys"] == 6 and len(meta["extends"]["sha256"]) == 64
+    bad = tmp_path / "bad.txt"
+    bad.write_text("not-a-key\n")
+    assert run(store.path, "-o", tmp_path / "y.json", "--method", "random", "--extend",
+               bad) == 1
+    assert "is not an InChIKey" in one_line_error(capsys)

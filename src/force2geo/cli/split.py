@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from force2geo.atomic import file_sha256
 from force2geo.data import splits
 from force2geo.data.store import TrajectoryStore
 from force2geo.errors import InputError
@@ -41,10 +42,13 @@ def add_parser(subparsers) -> None:
                         help="pick only among the trajectories of this split file part (maxmin)")
     parser.add_argument("--radius", type=int, default=2, help="Morgan radius (maxmin)")
     parser.add_argument("--n-bits", type=int, default=2048, help="fingerprint bits (maxmin)")
-    parser.add_argument("--extend", metavar="OLD_SPLIT.json",
+    parser.add_argument("--extend", metavar="OLD_SPLIT.json|KEYS.txt",
                         help="random split that keeps this earlier split of a smaller store "
                         "(molecules matched by InChIKey keep their part; new ones are split "
-                        "with --fractions and --seed)")
+                        "with --fractions and --seed), or puts every molecule of an InChIKey "
+                        "list (one per line, e.g. a model card's *.inchikeys.txt) in train, "
+                        "so that a model warm-started from that model is never validated or "
+                        "tested on its training molecules")
     parser.add_argument("--exclude", metavar="OTHER_STORE",
                         help="drop molecules that occur in this store (InChIKey or CID)")
     parser.add_argument("--exclude-parts", nargs="+", choices=splits.PARTS, default=["test"],
@@ -100,12 +104,20 @@ def _split(args, fractions, store: TrajectoryStore, other: TrajectoryStore | Non
     if args.extend is not None:
         if args.method != "random":
             raise InputError("--extend", "only with --method random")
-        previous, meta = splits.load_split(args.extend)
-        if "store" not in meta:
-            raise InputError(args.extend, "records no store to match its molecules in")
-        parts = splits.extend_split(store, previous, meta["store"], fractions, args.seed)
-        settings["extends"] = {"split": str(args.extend), "store": meta["store"],
-                               "store_fingerprint": meta.get("store_fingerprint")}
+        if Path(args.extend).suffix.lower() == ".json":
+            previous, meta = splits.load_split(args.extend)
+            if "store" not in meta:
+                raise InputError(args.extend, "records no store to match its molecules in")
+            parts = splits.extend_split(store, previous, meta["store"], fractions, args.seed)
+            settings["extends"] = {"split": str(args.extend), "store": meta["store"],
+                                   "store_fingerprint": meta.get("store_fingerprint")}
+        else:
+            keys = splits.read_inchikeys(args.extend)
+            parts = splits.place_and_split(store, dict.fromkeys(keys, "train"), fractions,
+                                           args.seed)
+            settings["extends"] = {"inchikeys": str(args.extend), "part": "train",
+                                   "n_keys": len(keys),
+                                   "sha256": file_sha256(args.extend)}
     else:
         parts = splits.split_store(store, args.method, fractions, args.seed)
     if args.method == "random":

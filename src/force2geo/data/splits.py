@@ -337,20 +337,49 @@ def extend_split(
     InChIKey the earlier split (of ``previous_store``) placed stays in that part; the others
     are split at random with ``fractions`` and ``seed``. So a model trained on the earlier
     train part never sees the grown valid or test parts."""
-    store, previous_store = _open(store), _open(previous_store)
+    previous_store = _open(previous_store)
     old_keys = previous_store.identifiers("inchikey")
     placed = {old_keys[i]: name for name, indices in previous.items() for i in indices}
     if "" in placed:
         raise ValueError(f"{previous_store.path}: trajectories without an InChIKey cannot "
                          "be matched")
-    keys = store.identifiers("inchikey")
-    known = np.array([k in placed for k in keys], dtype=bool)
-    fresh = np.flatnonzero(~known)
-    parts = {name: np.flatnonzero(known & np.array([placed.get(k) == name for k in keys]))
-             for name in PARTS}
+    return place_and_split(store, placed, fractions, seed)
+
+
+def place_and_split(
+    store: TrajectoryStore | str | os.PathLike,
+    placed: dict[str, str],
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 42,
+) -> dict[str, np.ndarray]:
+    """A random split in which the trajectories whose InChIKey ``placed`` names go to the
+    part it names (e.g. every training molecule of an earlier model to ``train``, so that
+    a model warm-started from it is never validated or tested on them); the others are
+    split at random with ``fractions`` and ``seed``."""
+    unknown = set(placed.values()) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown part(s) {', '.join(sorted(unknown))}; parts are "
+                         f"{', '.join(PARTS)}")
+    keys = _open(store).identifiers("inchikey")
+    owner = np.array([placed.get(k, "") if k else "" for k in keys], dtype=object)
+    fresh = np.flatnonzero(owner == "")
     new = random_split(fresh.shape[0], fractions, seed)
-    return {name: np.sort(np.concatenate([parts[name], fresh[new[name]]])).astype(np.int64)
-            for name in PARTS}
+    return {name: np.sort(np.concatenate([np.flatnonzero(owner == name), fresh[new[name]]]))
+            .astype(np.int64) for name in PARTS}
+
+
+def read_inchikeys(path: str | os.PathLike) -> list[str]:
+    """The InChIKeys of a text file, one per line (blank lines skipped), e.g. the
+    ``*.inchikeys.txt`` beside a model card."""
+    try:
+        keys = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read the InChIKey list: {exc}") from None
+    bad = next((k for k in keys if len(k) != 27 or k.count("-") != 2), None)
+    if bad is not None:
+        raise InputError(path, f"{bad!r} is not an InChIKey (expected one per line, "
+                         "like BSYNRYMUTXBXSQ-UHFFFAOYSA-N)")
+    return keys
 
 
 def select_store(

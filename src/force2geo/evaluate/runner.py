@@ -17,7 +17,6 @@ molecule. A folder holding a run with another model, store or settings is refuse
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from force2geo import __version__
+from force2geo.atomic import file_sha256
 from force2geo.data.store import TrajectoryStore
 from force2geo.errors import InputError
 from force2geo.evaluate import report
@@ -84,14 +84,6 @@ class EvalConfig:
         out = dataclasses.asdict(self)
         out["oracle"] = config_dict(self.oracle)
         return out
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _signature(config: EvalConfig, store: TrajectoryStore, model_files: list[Path]) -> dict:

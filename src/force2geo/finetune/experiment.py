@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from force2geo import atomic
+from force2geo.data.splits import read_inchikeys
 from force2geo.errors import InputError
 from force2geo.finetune import runs as run_files
 from force2geo.finetune.config import PropertyTrainConfig
@@ -353,10 +354,7 @@ def _pretraining(exclude: str | None):
     ``*.inchikeys.txt`` of a model card)."""
     if exclude is None or Path(exclude).is_dir():
         return exclude
-    try:
-        return [line.strip() for line in Path(exclude).read_text().splitlines() if line.strip()]
-    except OSError as exc:
-        raise InputError(exclude, f"cannot read the InChIKey list: {exc}") from None
+    return read_inchikeys(exclude)
 
 
 def _record(spec: ExperimentSpec, dataset, splits: dict) -> dict:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from force2geo.atomic import fsync_dir
+from force2geo.atomic import file_sha256, fsync_dir
 from force2geo.errors import InputError
-from force2geo.evaluate.runner import file_sha256
 
 FORMAT = "force2geo-property-dataset"
 FORMAT_VERSION = 1

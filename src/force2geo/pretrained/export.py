@@ -80,7 +80,7 @@ def export_pretrained(source: str | os.PathLike, name: str, out_folder: str | os
     normalisation, config; ``use_ema`` does not apply). Refuses a checkpoint that is
     neither (the paper's released file needs no export: name it directly).
     """
-    from force2geo.evaluate.runner import file_sha256
+    from force2geo.atomic import file_sha256
     from force2geo.pretrained.properties import export_property, is_property_file
 
     path = run_checkpoint(source)

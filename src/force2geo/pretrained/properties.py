@@ -110,7 +110,7 @@ def property_identity(spec: str | os.PathLike | Sequence | None = None,
     """What the property-model ``spec`` names, for run records: the spec as given, the
     ``target`` and its ``unit``, and per file its absolute path, SHA-256, the geometry it
     was trained and validated on, and its best validation / test MAE (eV) when recorded."""
-    from force2geo.evaluate.runner import file_sha256
+    from force2geo.atomic import file_sha256
 
     files = []
     for path in property_files(spec, folder):
@@ -171,7 +171,7 @@ def export_property(path: Path, name: str, target: Path) -> WeightFile:
     """Export the property checkpoint ``path`` to ``target`` (atomically; left as it is
     when it already holds the export of this very source file). Refuses an exported file
     and a denoising checkpoint."""
-    from force2geo.evaluate.runner import file_sha256
+    from force2geo.atomic import file_sha256
     from force2geo.training.checkpoint import save_checkpoint
 
     checkpoint = read_property_checkpoint(path)

@@ -163,7 +163,7 @@ def shipped_files(name: str | None = None, folder: str | os.PathLike | None = No
     or :data:`DEFAULT_PROPERTY` for ``property``), each checked against the registry's
     SHA-256; :class:`InputError` when one is missing or differs, or the entry is of
     another kind."""
-    from force2geo.evaluate.runner import file_sha256
+    from force2geo.atomic import file_sha256
 
     folder = Path(folder or weights_dir())
     entry = _entry(name or (DEFAULT_PROPERTY if kind == "property" else DEFAULT), folder, kind)
@@ -254,7 +254,7 @@ def _load(paths: list[Path], device, dtype):
 def model_identity(spec: str | os.PathLike | Sequence | None = None) -> dict:
     """What identifies the model ``spec`` names, for run records and resume checks:
     the spec as given and the absolute path and SHA-256 of each of its files."""
-    from force2geo.evaluate.runner import file_sha256
+    from force2geo.atomic import file_sha256
 
     items = list(spec) if isinstance(spec, (list, tuple)) else [spec]
     paths = [p.resolve() for item in items for p in model_files(item)]
