@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from shipped import ship
+from shipped import ship, train
 
 from force2geo.cli.main import main
 from force2geo.data.splits import random_split
@@ -92,3 +92,23 @@ def test_facts_refuse_another_store(weights, ema_run, store_path, tmp_path):
     assert facts["test"] is None and facts["relaxation"] is None
     assert facts["model"]["parameters"] == sum(
         p.numel() for p in load_pretrained().backbone.parameters())
+
+
+def test_a_warm_started_model_names_its_start_on_the_card(weights, ema_run, store_path,
+                                                          tmp_path):
+    """A run with init = an exported model: the facts carry that file's SHA-256 and export
+    name, and the card says the model began from it; a cold start says nothing of it."""
+    start = ship(weights, "start", [ema_run]).files[0]
+    warm = train(store_path, tmp_path / "warm", dtype="float64", ema_decay=0.9, seed=2,
+                 init=str(weights / start.file))
+    ship(weights, DEFAULT, [warm])
+    card = make_model_card(DEFAULT, weights, test_errors=False)
+    init = json.loads((weights / f"{DEFAULT}.facts.json").read_text())["training_data"]["init"]
+    assert init == {"checkpoint": str(weights / start.file), "sha256": start.sha256,
+                    "exported_as": "start"}
+    assert f"SHA-256 `{start.sha256}`), exported as start" in card.read_text()
+    ship(weights, DEFAULT, [ema_run])
+    cold = make_model_card(DEFAULT, weights, test_errors=False)
+    assert "Warm start" not in cold.read_text()
+    assert json.loads((weights / f"{DEFAULT}.facts.json").read_text())[
+        "training_data"]["init"] is None

@@ -81,6 +81,13 @@ def _data_section(facts: dict) -> list[str]:
              "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {c['molecules']:,} | {c['trajectories']:,} | {c['snapshots']:,} |"
               for name, c in data["parts"].items()]
+    init = data.get("init")
+    if init:
+        digest = f" (SHA-256 `{init['sha256']}`)" if init.get("sha256") else ""
+        named = f", exported as {init['exported_as']}" if init.get("exported_as") else ""
+        lines += ["", f"Warm start: training began from the weights of `{init['checkpoint']}`"
+                  f"{digest}{named}; the molecules that model was trained on count as seen "
+                  "too."]
     keys = data.get("inchikeys")
     if keys:
         where = (f"listed in `{keys['file']}`" if keys.get("file")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from force2geo.atomic import write_text
+from force2geo.atomic import file_sha256, write_text
 from force2geo.data.store import TrajectoryStore
 from force2geo.errors import InputError
 from force2geo.pretrained.registry import read_registry, shipped_files
@@ -125,8 +125,22 @@ def data_facts(checkpoint: dict, store: TrajectoryStore,
              "sources": list(summary["sources"]), "stages": stages,
              "level_of_theory": _levels(store, stages), "split": split, "parts": counts,
              "elements": sorted(summary["elements"]),
-             "atoms_per_molecule": summary["atoms_per_molecule"]}
+             "atoms_per_molecule": summary["atoms_per_molecule"],
+             "init": init_facts(config.get("init"))}
     return facts, seen
+
+
+def init_facts(init: str | None) -> dict | None:
+    """The checkpoint a warm-started run began from: its path, SHA-256 and, when it was an
+    exported model, the name and source it was exported under (None for a cold start)."""
+    if init is None:
+        return None
+    out = {"checkpoint": init, "sha256": None, "exported_as": None}
+    if Path(init).is_file():
+        out["sha256"] = file_sha256(init)
+        export = load_checkpoint(init).get("export") or {}
+        out["exported_as"] = export.get("name")
+    return out
 
 
 # --------------------------------------------------------------------------- errors
