@@ -5,10 +5,15 @@
 #                per molecule of the built-in sets (neutral, H C N O F S Cl, <= MAX_HEAVY
 #                heavy atoms, deduplicated by InChIKey)
 #   2. split     Bemis-Murcko scaffold split 80/10/10 by trajectory: no scaffold (so no
-#                molecule) is in two parts
+#                molecule) is in two parts (SPLIT_METHOD, FRACTIONS); with EXTEND (an
+#                earlier split file, or a model card's *.inchikeys.txt) a random split that
+#                keeps the earlier placement (every listed molecule in train)
 #   3. train     PaiNN at the paper's size (hidden 128, 4 layers, 128 Gaussians, 4.5 Å) on
 #                the GFN2-xTB snapshots only (the MMFF stages carry MMFF94 labels), EMA
-#                weights; one run per seed in SEEDS (several seeds: an ensemble)
+#                weights; one run per seed in SEEDS (several seeds: an ensemble); INIT
+#                warm-starts every run from a checkpoint or exported model (use EXTEND with
+#                its InChIKey list so that no valid/test molecule was trained on), and
+#                MAX_MINUTES caps each run's training time
 #   4. export    float32 inference weights, SHA-256 registered, into the package's weights
 #                folder (OUT)
 #   5. evaluate  the exported model relaxes the test molecules from their MMFF geometry;
@@ -33,7 +38,13 @@ WORKERS=${WORKERS:-$(nproc)}
 SEEDS=${SEEDS:-0}
 EPOCHS=${EPOCHS:-30}
 BATCH=${BATCH:-64}
+LR=${LR:-1e-3}
 EMA=${EMA:-0.999}
+SPLIT_METHOD=${SPLIT_METHOD:-scaffold}
+FRACTIONS=${FRACTIONS:-0.8 0.1 0.1}
+EXTEND=${EXTEND:-}                     # earlier split .json or InChIKey list (random split)
+INIT=${INIT:-}                         # warm start: checkpoint or exported model file
+MAX_MINUTES=${MAX_MINUTES:-}           # cap on each run's training minutes
 DEVICE=${DEVICE:-auto}
 THREADS=${THREADS:-$(nproc)}
 EVAL_K=${EVAL_K:-100}
@@ -47,7 +58,9 @@ REPORT=$DATA/reports/$NAME
 mkdir -p "$DATA/runs" "$DATA/reports"
 export FORCE2GEO_WEIGHTS=$OUT           # where --model NAME finds the exported model
 COMMANDS=("NAME=$NAME DATA=$DATA INPUTS='$INPUTS' MAX_HEAVY=$MAX_HEAVY SEEDS='$SEEDS' \
-EPOCHS=$EPOCHS BATCH=$BATCH EMA=$EMA EVAL_K=$EVAL_K bash scripts/make_pretrained.sh  # runs:")
+EPOCHS=$EPOCHS BATCH=$BATCH LR=$LR EMA=$EMA SPLIT_METHOD=$SPLIT_METHOD FRACTIONS='$FRACTIONS' \
+EXTEND=$EXTEND INIT=$INIT MAX_MINUTES=$MAX_MINUTES EVAL_K=$EVAL_K \
+bash scripts/make_pretrained.sh  # runs:")
 record() {  # remember a command for the model card, quoted as the shell needs it
     local line="" arg
     for arg in "$@"; do
@@ -73,7 +86,12 @@ done
 "$F2G" info "$STORE"
 
 # 2. split (made once: the store must not change after this)
-split=("$F2G" split "$STORE" --method scaffold --fractions 0.8 0.1 0.1 -o "$SPLIT")
+read -r -a fractions <<< "$FRACTIONS"
+split=("$F2G" split "$STORE" --method "$SPLIT_METHOD" --fractions "${fractions[@]}" -o "$SPLIT")
+if [ -n "$EXTEND" ]; then
+    split=("$F2G" split "$STORE" --method random --fractions "${fractions[@]}" --extend "$EXTEND"
+           -o "$SPLIT")
+fi
 record "${split[@]}"
 [ -f "$SPLIT" ] || "${split[@]}"
 
@@ -83,13 +101,19 @@ for seed in $SEEDS; do
     RUN=$DATA/runs/$NAME-seed$seed
     RUNS+=("$RUN")
     train=("$F2G" train --data "$STORE" --split "$SPLIT" --stages xtb -o "$RUN"
-           --model painn --epochs "$EPOCHS" --batch-size "$BATCH" --lr 1e-3
+           --model painn --epochs "$EPOCHS" --batch-size "$BATCH" --lr "$LR"
            --ema-decay "$EMA" --seed "$seed" --dtype float32 --device "$DEVICE"
-           --threads "$THREADS")
+           --threads "$THREADS" --ckpt-every 100)
+    [ -z "$INIT" ] || train+=(--init "$INIT")
+    [ -z "$MAX_MINUTES" ] || train+=(--max-minutes "$MAX_MINUTES")
     record "${train[@]}"
-    if [ -f "$RUN/last.pt" ]; then  # resume an interrupted (or finished) run
-        "$F2G" train -o "$RUN" --resume --epochs "$EPOCHS" --device "$DEVICE" \
-            --threads "$THREADS"
+    if grep -qs '"kind": *"final"' "$RUN/metrics.jsonl"; then
+        echo "$RUN finished earlier; not training it again" >&2
+    elif [ -f "$RUN/last.pt" ]; then  # resume an interrupted run
+        resume=("$F2G" train -o "$RUN" --resume --epochs "$EPOCHS" --device "$DEVICE"
+                --threads "$THREADS")
+        [ -z "$MAX_MINUTES" ] || resume+=(--max-minutes "$MAX_MINUTES")
+        "${resume[@]}"
     else
         "${train[@]}"
     fi
@@ -98,10 +122,10 @@ done
 # 4. export the best checkpoint of each run (EMA weights) and register them
 run "$PY" -m force2geo.pretrained export "${RUNS[@]}" --name "$NAME" --folder "$OUT" \
     --level-of-theory "GFN2-xTB (tblite 0.8), labels of xTB relaxation trajectories" \
-    --description "PaiNN (paper size) trained on GFN2-xTB energies and forces of \
-relaxation trajectories of the molecules of $INPUTS (builtin:all: the NCI and WEHI sets \
+    --description "${DESCRIPTION:-PaiNN (paper size) trained on GFN2-xTB energies and forces \
+of relaxation trajectories of the molecules of $INPUTS (builtin:all: the NCI and WEHI sets \
 bundled with RDKit), neutral, H C N O F S Cl, at most $MAX_HEAVY heavy atoms. It relaxes \
-small organic molecules towards GFN2-xTB minima and knows nothing beyond GFN2-xTB."
+small organic molecules towards GFN2-xTB minima and knows nothing beyond GFN2-xTB.}"
 
 # 5. evaluate the exported model on the test part (resumes from its caches)
 run "$F2G" evaluate relax --model "$NAME" --data "$STORE" --split "$SPLIT:test" \
