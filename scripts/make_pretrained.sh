@@ -45,6 +45,7 @@ FRACTIONS=${FRACTIONS:-0.8 0.1 0.1}
 EXTEND=${EXTEND:-}                     # earlier split .json or InChIKey list (random split)
 INIT=${INIT:-}                         # warm start: checkpoint or exported model file
 MAX_MINUTES=${MAX_MINUTES:-}           # cap on each run's training minutes
+GENERATE=${GENERATE:-1}                # 0: train on STORE as it is
 DEVICE=${DEVICE:-auto}
 THREADS=${THREADS:-$(nproc)}
 EVAL_K=${EVAL_K:-100}
@@ -59,7 +60,7 @@ mkdir -p "$DATA/runs" "$DATA/reports"
 export FORCE2GEO_WEIGHTS=$OUT           # where --model NAME finds the exported model
 COMMANDS=("NAME=$NAME DATA=$DATA INPUTS='$INPUTS' MAX_HEAVY=$MAX_HEAVY SEEDS='$SEEDS' \
 EPOCHS=$EPOCHS BATCH=$BATCH LR=$LR EMA=$EMA SPLIT_METHOD=$SPLIT_METHOD FRACTIONS='$FRACTIONS' \
-EXTEND=$EXTEND INIT=$INIT MAX_MINUTES=$MAX_MINUTES EVAL_K=$EVAL_K \
+EXTEND=$EXTEND INIT=$INIT MAX_MINUTES=$MAX_MINUTES GENERATE=$GENERATE EVAL_K=$EVAL_K \
 bash scripts/make_pretrained.sh  # runs:")
 record() {  # remember a command for the model card, quoted as the shell needs it
     local line="" arg
@@ -78,11 +79,17 @@ run() {
     "$@"
 }
 
-# 1. generate (resumable; several inputs append to the same store)
-for input in $INPUTS; do
-    run "$F2G" generate "$input" -o "$STORE" --max-heavy "$MAX_HEAVY" --workers "$WORKERS" \
-        --no-progress
-done
+# 1. generate (resumable; several inputs append to the same store). Skipped once the split
+#    exists (the store is frozen from then on), or with GENERATE=0 (use STORE as it is, e.g.
+#    a generate run stopped early; its generate.json records how it was made).
+if [ "$GENERATE" = 1 ] && [ ! -f "$SPLIT" ]; then
+    for input in $INPUTS; do
+        run "$F2G" generate "$input" -o "$STORE" --max-heavy "$MAX_HEAVY" \
+            --workers "$WORKERS" --no-progress
+    done
+else
+    COMMANDS+=("# $STORE: made earlier by force2geo generate (see $STORE/generate.json)")
+fi
 "$F2G" info "$STORE"
 
 # 2. split (made once: the store must not change after this)
