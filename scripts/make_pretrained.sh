@@ -40,9 +40,9 @@ EPOCHS=${EPOCHS:-30}
 BATCH=${BATCH:-64}
 LR=${LR:-1e-3}
 EMA=${EMA:-0.999}
-SPLIT_METHOD=${SPLIT_METHOD:-scaffold}
-FRACTIONS=${FRACTIONS:-0.8 0.1 0.1}
 EXTEND=${EXTEND:-}                     # earlier split .json or InChIKey list (random split)
+SPLIT_METHOD=${SPLIT_METHOD:-$([ -n "$EXTEND" ] && echo random || echo scaffold)}
+FRACTIONS=${FRACTIONS:-0.8 0.1 0.1}
 INIT=${INIT:-}                         # warm start: checkpoint or exported model file
 MAX_MINUTES=${MAX_MINUTES:-}           # cap on each run's training minutes
 GENERATE=${GENERATE:-1}                # 0: train on STORE as it is
@@ -95,10 +95,7 @@ fi
 # 2. split (made once: the store must not change after this)
 read -r -a fractions <<< "$FRACTIONS"
 split=("$F2G" split "$STORE" --method "$SPLIT_METHOD" --fractions "${fractions[@]}" -o "$SPLIT")
-if [ -n "$EXTEND" ]; then
-    split=("$F2G" split "$STORE" --method random --fractions "${fractions[@]}" --extend "$EXTEND"
-           -o "$SPLIT")
-fi
+[ -z "$EXTEND" ] || split+=(--extend "$EXTEND")
 record "${split[@]}"
 [ -f "$SPLIT" ] || "${split[@]}"
 
