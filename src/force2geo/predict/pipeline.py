@@ -195,13 +195,14 @@ def _graphs(molecules: list[MoleculePrediction]) -> dict[int, tuple]:
 def property_values(model: torch.nn.Module, pb: PropertyBatch
                     ) -> tuple[np.ndarray, np.ndarray | None]:
     """``(values, spread)`` ``[n_systems]`` eV: a PropertyEnsemble's mean and population
-    std, or one model's values and None."""
+    std, or one model's values and None (inference: no autograd graph is kept)."""
     from force2geo.pretrained.properties import PropertyEnsemble
 
-    if isinstance(model, PropertyEnsemble):
-        mean, std = model.predict(pb)
-        return mean.double().cpu().numpy(), std.double().cpu().numpy()
-    return model(pb).double().cpu().numpy(), None
+    with torch.no_grad():
+        if isinstance(model, PropertyEnsemble):
+            mean, std = model.predict(pb)
+            return mean.double().cpu().numpy(), std.double().cpu().numpy()
+        return model(pb).double().cpu().numpy(), None
 
 
 def property_batch(molecules: list[MoleculePrediction], graphs: dict[int, tuple],
