@@ -3,6 +3,7 @@
 Every file force2geo writes for a user (split files, run records, checkpoints, reports)
 goes through :func:`atomic_open`, so a crash or an error never leaves a half-written file
 under the final name, and an existing file is replaced only by a complete new one.
+:func:`file_sha256` gives the digest that records and registries keep of such files.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def data_facts(checkpoint: dict, store: TrajectoryStore,
 
 def init_facts(init: str | None) -> dict | None:
     """The checkpoint a warm-started run began from: its path, SHA-256 and, when it was an
-    exported model, the name and source it was exported under (None for a cold start)."""
+    exported model, the name it was exported under (None for a cold start)."""
     if init is None:
         return None
     out = {"checkpoint": init, "sha256": None, "exported_as": None}
