@@ -210,7 +210,7 @@ def test_extend_with_an_inchikey_list_puts_those_molecules_in_train(stores, tmp_
     for part in ("valid", "test"):
         assert not {2, 7, 11, 19, 23} & set(parts[part])
     assert sorted(np.concatenate(list(parts.values()))) == list(range(30))
-    rest = np.setdiff1d(np.arange(30), [2, 7, 11, 19, 23])  # the 25 others: 20 / 2 / 3
+    rest = np.setdiff1d(np.arange(30), [2, 7, 11, 19, 23])  # the 25 unlisted molecules
     expected = splits.random_split(25, (0.8, 0.1, 0.1), 3)
     for part in splits.PARTS:
         assert set(rest[expected[part]]) == set(np.intersect1d(parts[part], rest)), part
