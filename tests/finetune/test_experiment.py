@@ -78,6 +78,20 @@ def test_experiment_runs_tabulates_plots_and_resumes(spec_file, tmp_path, capsys
     assert "Gap MAE" in capsys.readouterr().out
 
 
+def test_one_split_runs_alone_into_its_own_report(spec_file, tmp_path, capsys):
+    out = tmp_path / "scaffold-only"
+    assert main(["experiment", str(spec_file), "-o", str(out), "--split", "scaffold",
+                 "--threads", "1"]) == 0
+    record = json.loads((out / "experiment.json").read_text())
+    assert set(record["runs"]) == {"scaffold/scratch", "scaffold/finetuned"}
+    assert set(record["splits"]) == {"scaffold"} and not (out / "splits/random.json").exists()
+    table = json.loads((out / "tables.json").read_text())[0]
+    assert table["columns"] == ["scaffold valid_mae", "scaffold test_mae"]
+    assert record["plots"] == [] and not (out / "sizes.png").exists()  # a random-only plot
+    assert main(["experiment", str(spec_file), "-o", str(out), "--split", "other"]) == 1
+    assert "['other'] not in the spec" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("change, message", [
     ({"runs": [{"name": "a", "lr": -1}]}, "run a: lr"),
     ({"runs": [{"name": "a", "colour": 1}]}, "unknown key"),

@@ -142,6 +142,16 @@ def test_train_fraction_and_molecules_without_the_eval_geometry(tmp_path):
     assert other["n_train"] == 4 and digest[0] != digest[1]
 
 
+def test_an_empty_test_part_is_logged_as_na(dataset, tmp_path, caplog):
+    split = {"train": np.arange(8), "valid": np.arange(8, 12), "test": np.arange(0)}
+    with caplog.at_level("INFO", logger="force2geo.finetune.train"):
+        result = fit_property(PropertyTrainConfig(epochs=1, batch_size=8, **FAST), dataset,
+                              split, tmp_path)
+    assert result["test_mae"] is None and result["n_test"] == 0
+    line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1")]
+    assert len(line) == 1 and line[0].endswith("test MAE n/a eV"), line
+
+
 def test_gin_baseline_trains_on_2d_graphs(dataset, tmp_path):
     config = PropertyTrainConfig(model="gin", epochs=3, batch_size=4,
                                  **{**FAST, "model_config": TINY_GIN})

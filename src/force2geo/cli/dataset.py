@@ -1,8 +1,8 @@
 """``force2geo dataset``: property datasets (geometries + targets) for fine-tuning.
 
     force2geo dataset build STORE -o DATASET [--target gap] [--limit N] [--seed 42]
-                            [--relax-with CKPT [--start early|rdkit] [--fmax ...]]
-    force2geo dataset relax DATASET --model CKPT [--start early|rdkit] [--fmax ...]
+                            [--relax-with MODEL [--start early|rdkit] [--fmax ...]]
+    force2geo dataset relax DATASET --model MODEL [--start early|rdkit] [--fmax ...]
     force2geo dataset info DATASET [--json] [--verify]
 """
 
@@ -43,8 +43,8 @@ def add_parser(subparsers) -> None:
     build.add_argument("--seed", type=int, default=42, help="ETKDG seed of RDKit conformers")
     build.add_argument("--no-rdkit", action="store_true",
                        help="make no RDKit conformers where the store has no etkdg frame")
-    build.add_argument("--relax-with", metavar="CKPT", default=None,
-                       help="also relax every molecule with this MLIP checkpoint")
+    build.add_argument("--relax-with", metavar="MODEL", default=None,
+                       help="also relax every molecule with this MLIP: " + MODEL_HELP)
     build.add_argument("--overwrite", action="store_true", help="replace DATASET")
     _relax_options(build)
     build.set_defaults(func=run_build)
@@ -55,7 +55,7 @@ def add_parser(subparsers) -> None:
         "potential (batched BFGS, as 'force2geo relax') and store the relaxed geometry, the "
         "trajectory and the status; DATASET is rewritten atomically.")
     relax.add_argument("dataset", metavar="DATASET", help="dataset folder")
-    relax.add_argument("--model", metavar="CKPT", required=True, help="MLIP checkpoint")
+    relax.add_argument("--model", metavar="MODEL", required=True, help="the MLIP: " + MODEL_HELP)
     relax.add_argument("--only", action="append", metavar="FILE:PART",
                        help="relax only the molecules of this part of a split file of the "
                        "dataset's store (trajectory indices; repeatable)")
@@ -114,10 +114,14 @@ def _chosen(dataset, args) -> list[int] | None:
     return sorted(chosen)
 
 
-def _relax(dataset, checkpoint: str, args) -> dict:
+MODEL_HELP = ("a shipped model's name (e.g. force2geo-painn-xtb), a checkpoint of 'force2geo "
+              "train' or its run folder, or an exported model file")
+
+
+def _relax(dataset, model: str, args) -> dict:
     from force2geo.finetune.relaxation import relax_geometries
+    from force2geo.pretrained import model_identity, resolve_model
     from force2geo.relax import RelaxConfig
-    from force2geo.training.checkpoint import load_potential
 
     try:
         config = RelaxConfig(optimizer=args.optimizer, fmax=args.fmax, max_steps=args.steps,
@@ -125,10 +129,10 @@ def _relax(dataset, checkpoint: str, args) -> dict:
     except ValueError as exc:
         raise InputError("command line", str(exc)) from None
     device = common.device(args.device)
-    potential = load_potential(checkpoint, device=device)
+    potential = resolve_model(model, device=device)
     return relax_geometries(dataset, potential, args.start, config, indices=_chosen(dataset, args),
                             progress=not args.no_progress, device=device,
-                            keep_frames=args.keep_frames, model={"checkpoint": checkpoint})
+                            keep_frames=args.keep_frames, model=model_identity(model))
 
 
 def run_build(args) -> int:

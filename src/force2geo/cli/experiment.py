@@ -22,6 +22,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="check the spec, make the splits, list the runs; train nothing")
     parser.add_argument("--device", help="override every run's device (auto, cpu, cuda:N)")
+    parser.add_argument("--split", action="append", dest="splits", metavar="NAME",
+                        help="run only the runs on this split of the spec (repeatable; "
+                        "default all), e.g. one split per process or machine, each with "
+                        "its own OUT")
     add_threads_option(parser)
     parser.set_defaults(func=run)
 
@@ -35,9 +39,11 @@ def run(args) -> int:
     set_threads(args.threads)
     spec = load_spec(args.spec)
     out = Path(args.out or Path("reports") / spec.name)
-    record = run_experiment(spec, out, dry_run=args.dry_run, device=args.device)
+    record = run_experiment(spec, out, dry_run=args.dry_run, device=args.device,
+                            only_splits=args.splits)
     if args.dry_run:
-        print(f"{len(spec.runs)} run(s); splits {record['splits']}")
+        chosen = [r for r in spec.runs if args.splits is None or r.split in args.splits]
+        print(f"{len(chosen)} run(s); splits {record['splits']}")
         return 0
     import json
 

@@ -156,6 +156,7 @@ def scaffold_split(
     smiles: Sequence[str],
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     include_chirality: bool = False,
+    train_only: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Split molecules so that no Bemis-Murcko scaffold crosses two parts.
 
@@ -164,8 +165,14 @@ def scaffold_split(
     ``(f_train + f_valid) * n``, else into test (the MoleculeNet / OGB rule). Part sizes
     are therefore near, not exactly at, the fractions. Unparseable SMILES are kept (each
     its own group) and reported by a logged warning. Returns sorted int64 indices.
+
+    ``train_only`` (``[n]`` bool, e.g. the molecules an MLIP was pre-trained on): every
+    group holding such a molecule goes to train first; the other groups fill train up to
+    ``f_train * n`` as before, and the rest are dealt to valid and test in the ratio
+    ``f_valid : f_test`` (the larger deficit first), so that valid and test stay
+    scaffold-disjoint from train *and* free of those molecules, however few remain.
     """
-    f_train, f_valid, _ = check_fractions(fractions)
+    f_train, f_valid, f_test = check_fractions(fractions)
     groups, unparsed = scaffold_groups(smiles, include_chirality)
     n = len(smiles)
     if unparsed.size:
@@ -174,6 +181,9 @@ def scaffold_split(
     train_cut = round(f_train * n, 9)
     valid_cut = round((f_train + f_valid) * n, 9)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in PARTS}
+    if train_only is not None:
+        return _scaffold_split_around(groups, np.asarray(train_only, bool), train_cut,
+                                      f_valid, f_test)
     n_train = n_valid = 0
     for group in groups:
         if n_train + len(group) <= train_cut:
@@ -184,8 +194,35 @@ def scaffold_split(
             n_valid += len(group)
         else:
             parts["test"].append(group)
-    return {name: np.sort(np.concatenate(p)) if p else np.empty(0, dtype=np.int64)
-            for name, p in parts.items()}
+    return _sorted_parts(parts)
+
+
+def _sorted_parts(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.sort(np.concatenate(p)).astype(np.int64) if p
+            else np.empty(0, dtype=np.int64) for name, p in parts.items()}
+
+
+def _scaffold_split_around(groups: list[np.ndarray], train_only: np.ndarray,
+                           train_cut: float, f_valid: float, f_test: float
+                           ) -> dict[str, np.ndarray]:
+    """:func:`scaffold_split` with the groups that touch ``train_only`` forced into train."""
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in PARTS}
+    free = []
+    for group in groups:
+        (parts["train"] if train_only[group].any() else free).append(group)
+    n_train = sum(len(g) for g in parts["train"])
+    n_valid = n_test = 0
+    for group in free:
+        if n_train + len(group) <= train_cut:
+            parts["train"].append(group)
+            n_train += len(group)
+        elif f_test == 0 or (f_valid > 0 and n_valid / f_valid <= n_test / f_test):
+            parts["valid"].append(group)
+            n_valid += len(group)
+        else:
+            parts["test"].append(group)
+            n_test += len(group)
+    return _sorted_parts(parts)
 
 
 # --------------------------------------------------------------------------- diversity

@@ -14,6 +14,7 @@ package versions and every run's result). Example (the analog of the paper's Tab
       scaffold: {method: scaffold}
       mlip: {file: data/xtb-split.json}  # a split file of the dataset's store (or dataset)
     exclude: data/xtb-train             # valid/test molecules in this store (or in a
+                                        # split file's part, data/xtb-split.json:train, or in a
                                         # text file of InChIKeys) are dropped
     defaults: {target: xtb_gap, epochs: 30, max_minutes: 3}
     runs:
@@ -46,6 +47,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,32 +269,41 @@ def _check_plot(plot, swept: set) -> None:
 
 
 def run_experiment(spec: ExperimentSpec, out: str | os.PathLike, *, dry_run: bool = False,
-                   progress: bool = True, device: str | None = None) -> dict:
+                   progress: bool = True, device: str | None = None,
+                   only_splits: Sequence[str] | None = None) -> dict:
     """Run every run of ``spec`` not yet finished in ``out``; write tables, plots and
-    ``experiment.json``; return the experiment record."""
+    ``experiment.json``; return the experiment record. ``only_splits``: run (and tabulate)
+    only the runs on these splits, e.g. to run each split in its own process."""
     from force2geo.finetune.dataset import PropertyDataset
 
     out = Path(out)
+    names = list(spec.splits) if only_splits is None else list(dict.fromkeys(only_splits))
+    unknown = sorted(set(names) - set(spec.splits))
+    if unknown:
+        raise InputError("splits", f"{unknown} not in the spec (it has {list(spec.splits)})")
+    chosen = [run for run in spec.runs if run.split in names]
     dataset = PropertyDataset.load(spec.dataset)
-    splits = {name: _split(spec, name, dataset, out) for name in spec.splits}
+    splits = {name: _split(spec, name, dataset, out) for name in names}
     record = _record(spec, dataset, splits)
     if dry_run:
-        for run in spec.runs:
+        for run in chosen:
             print(f"{run.key}: {run.kind} {json.dumps(run.options, default=str)}")
         return record
     started = time.time()
     results = {}
-    for i, run in enumerate(spec.runs):
+    for i, run in enumerate(chosen):
         if progress:
-            print(f"[{i + 1}/{len(spec.runs)}] {run.key}", flush=True)
+            print(f"[{i + 1}/{len(chosen)}] {run.key}", flush=True)
         results[run.key] = _run_one(run, dataset, splits[run.split], out, device)
         record["runs"][run.key] = results[run.key]
         atomic.write_json(out / "experiment.json", record, indent=1)
     record["seconds"] = round(time.time() - started, 1)
-    tables = [make_table(t, spec, results) for t in spec.tables]
+    tables = [make_table(t, spec, results, names) for t in spec.tables]
+    tables = [t for t in tables if t["columns"]]
     atomic.write_text(out / "tables.md", "\n\n".join(render_table(t) for t in tables) + "\n")
     atomic.write_json(out / "tables.json", tables, indent=1)
-    record["plots"] = [make_plot(p, spec, results, out) for p in spec.plots]
+    record["plots"] = [make_plot(p, spec, results, out, names) for p in spec.plots
+                       if set(p.get("splits") or spec.splits) & set(names)]
     atomic.write_json(out / "experiment.json", record, indent=1)
     return record
 
@@ -312,7 +323,7 @@ def _split(spec: ExperimentSpec, name: str, dataset, out: Path) -> dict:
         return parts
     settings = spec.splits[name]
     parts = split_dataset(dataset, settings["method"], settings["fractions"], settings["seed"],
-                          pretraining=_pretraining(spec.exclude))
+                          pretraining=_pretraining(spec.exclude, dataset))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_split(path, parts, split_meta(dataset, settings["method"],
                                        fractions=settings["fractions"], seed=settings["seed"],
@@ -342,19 +353,41 @@ def _file_split(path: Path, dataset, exclude: str | None) -> dict:
         parts = {k: np.array(sorted(position[int(j)] for j in v if int(j) in position),
                              dtype=np.int64) for k, v in parts.items()}
     if exclude is not None:
-        keep = leakage_mask(dataset, _pretraining(exclude))
+        keep = leakage_mask(dataset, _pretraining(exclude, dataset))
         for part in ("valid", "test"):
             if part in parts:
                 parts[part] = parts[part][keep[parts[part]]]
     return parts
 
 
-def _pretraining(exclude: str | None):
-    """A store folder as it is; a text file as its InChIKeys (one per line, e.g. the
-    ``*.inchikeys.txt`` of a model card)."""
+def _pretraining(exclude: str | None, dataset):
+    """A store folder as it is; ``SPLIT.json:PART`` as the InChIKeys of that part of a
+    split file of the dataset's store (e.g. the MLIP's own split and ``train``); a text
+    file as its InChIKeys (one per line, e.g. the ``*.inchikeys.txt`` of a model card)."""
     if exclude is None or Path(exclude).is_dir():
         return exclude
+    path, _, part = exclude.rpartition(":")
+    if path.endswith(".json") and part:
+        return _split_part_inchikeys(Path(path), part, dataset)
     return read_inchikeys(exclude)
+
+
+def _split_part_inchikeys(path: Path, part: str, dataset) -> list[str]:
+    from force2geo.data.splits import load_split
+
+    parts, meta = load_split(path)
+    if meta.get("index") == "dataset":
+        raise InputError(path, "exclude needs a split file of the dataset's store "
+                         "(trajectory indices), not of the dataset")
+    source = dataset.meta.get("source", {}).get("store_fingerprint")
+    if meta.get("store_fingerprint") not in (None, source):
+        raise InputError(path, f"splits a store with fingerprint {meta.get('store_fingerprint')}"
+                         f", but the dataset was built from {source}")
+    if part not in parts:
+        raise InputError(path, f"no part {part!r}; it holds {', '.join(parts)}")
+    chosen = {int(j) for j in parts[part]}
+    keys = dataset.inchikeys
+    return sorted({keys[i] for i, j in enumerate(dataset.source_indices) if int(j) in chosen})
 
 
 def _record(spec: ExperimentSpec, dataset, splits: dict) -> dict:
@@ -410,10 +443,13 @@ def _run_one(run: RunSpec, dataset, split: dict, out: Path, device: str | None) 
 # --------------------------------------------------------------------------- reporting
 
 
-def make_table(table: dict, spec: ExperimentSpec, results: dict) -> dict:
-    """``{"title", "columns", "rows": [{"label", "run", "values": {column: value}}]}``."""
+def make_table(table: dict, spec: ExperimentSpec, results: dict,
+               only_splits: Sequence[str] | None = None) -> dict:
+    """``{"title", "columns", "rows": [{"label", "run", "values": {column: value}}]}``;
+    ``only_splits`` drops the columns of other splits."""
     metrics = list(table.get("metrics") or ["valid_mae", "test_mae"])
-    splits = list(table.get("splits") or spec.splits)
+    splits = [s for s in table.get("splits") or spec.splits
+              if only_splits is None or s in only_splits]
     columns = [f"{split} {metric}" for split in splits for metric in metrics]
     rows = []
     for label, name in table["rows"].items():
@@ -443,13 +479,16 @@ def _cell(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def make_plot(plot: dict, spec: ExperimentSpec, results: dict, out: Path) -> str:
-    """One line per (series, split): the swept value against ``y``; returns the file."""
+def make_plot(plot: dict, spec: ExperimentSpec, results: dict, out: Path,
+              only_splits: Sequence[str] | None = None) -> str:
+    """One line per (series, split): the swept value against ``y``; returns the file.
+    ``only_splits`` leaves the other splits out."""
     from force2geo.plotting import pyplot, save_figure
 
     plt = pyplot()
     y = plot.get("y", "test_mae")
-    splits = list(plot.get("splits") or spec.splits)
+    splits = [s for s in plot.get("splits") or spec.splits
+              if only_splits is None or s in only_splits]
     fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits), 3.6), squeeze=False)
     for ax, split in zip(axes[0], splits, strict=True):
         for label, base in plot["series"].items():

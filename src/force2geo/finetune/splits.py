@@ -51,17 +51,21 @@ def split_dataset(dataset: PropertyDataset, method: str = "random",
 
     ``method``: ``random`` (uses ``seed``) or ``scaffold`` (deterministic, from the
     SMILES). With ``pretraining``, valid and test molecules found there are removed
-    (train keeps them: they leak nothing into the evaluation).
+    (train keeps them: they leak nothing into the evaluation); a scaffold split then
+    places every scaffold group holding a pretraining molecule in train, so that valid
+    and test are drawn from the leakage-free groups alone (see
+    :func:`force2geo.data.splits.scaffold_split`, ``train_only``).
     """
+    keep = None if pretraining is None else leakage_mask(dataset, pretraining, first_block)
     if method == "random":
         split = random_split(len(dataset), fractions, seed)
     elif method == "scaffold":
-        split = scaffold_split(dataset.smiles, fractions)
+        split = scaffold_split(dataset.smiles, fractions,
+                               train_only=None if keep is None else ~keep)
     else:
         raise ValueError(f"unknown split method {method!r}; choose from "
                          f"{', '.join(SPLIT_METHODS)}")
-    if pretraining is not None:
-        keep = leakage_mask(dataset, pretraining, first_block)
+    if keep is not None:
         for part in ("valid", "test"):
             dropped = int((~keep[split[part]]).sum())
             if dropped:

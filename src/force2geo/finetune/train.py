@@ -303,14 +303,19 @@ def _end_epoch(run: _Run) -> None:
     if config.geometry_finetune:
         record["train_geo_loss"] = geo
     run.log.write(record)
-    logger.info("epoch %d: train MAE %.4f eV, valid MAE %.4f eV, test MAE %.4f eV",
-                progress["epoch"], mae, valid["mae"], test["mae"])
+    logger.info("epoch %d: train MAE %.4f eV, valid MAE %s eV, test MAE %s eV",
+                progress["epoch"], mae, _mae_text(valid["mae"]), _mae_text(test["mae"]))
     monitor = valid["mae"] if valid["n"] else mae  # no validation part: the train MAE
     if monitor < progress["best_valid"]:
         progress["best_valid"], progress["best_epoch"] = monitor, progress["epoch"]
         progress["best_metrics"] = {k: record[k] for k in record if k != "lr"}
         _save(run, runs.BEST, record)
     _save(run, runs.LAST, record)
+
+
+def _mae_text(mae: float | None) -> str:
+    """An MAE for the log; ``n/a`` for an empty part."""
+    return "n/a" if mae is None else f"{mae:.4f}"
 
 
 def _finish(run: _Run, stopped: str) -> dict:
