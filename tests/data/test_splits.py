@@ -161,6 +161,26 @@ def test_scaffold_split_assigns_groups_largest_first_then_later_first_index():
     assert parts["test"].tolist() == [5, 9]
 
 
+def test_scaffold_split_around_pretraining_molecules():
+    smiles = ["c1ccccc1C", "C1CCCCC1O", "c1ccccc1O", "c1ccncc1C", "c1ccccc1N",
+              "c1ccc2ccccc2c1", "c1ccccc1Cl", "C1CCCCC1N", "c1ccncc1O", "CCO",
+              "c1ccsc1", "c1ccoc1C", "C1CCNCC1"]
+    # groups: benzene {0,2,4,6}; pyridine {3,8}; cyclohexane {1,7}; then singletons
+    train_only = np.zeros(len(smiles), bool)
+    train_only[[2, 8, 1, 7]] = True  # one benzene, one pyridine, both cyclohexanes
+    parts = splits.scaffold_split(smiles, (0.6, 0.2, 0.2), train_only=train_only)
+    assert_partition(parts, len(smiles))
+    # Every group touching a pretraining molecule is in train (9 > the cut of 7.8), so
+    # the free singletons are dealt 1:1 to valid and test, the larger deficit first.
+    assert parts["train"].tolist() == [0, 1, 2, 3, 4, 6, 7, 8]
+    assert parts["valid"].tolist() == [5, 10, 12] and parts["test"].tolist() == [9, 11]
+    assert not train_only[np.concatenate([parts["valid"], parts["test"]])].any()
+    # With no pretraining molecule, train fills as in the usual rule.
+    usual = splits.scaffold_split(smiles, (0.6, 0.2, 0.2))
+    again = splits.scaffold_split(smiles, (0.6, 0.2, 0.2), train_only=np.zeros(13, bool))
+    assert again["train"].tolist() == usual["train"].tolist() == [0, 2, 3, 4, 6, 8, 12]
+
+
 def test_no_scaffold_crosses_parts_and_unparsed_are_kept(caplog):
     smiles = SMILES + ["C1CC(", "", "c1ccccc1CC"]  # broken ring, empty, another benzene
     with caplog.at_level(logging.WARNING, logger="force2geo.data.splits"):

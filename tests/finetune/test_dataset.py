@@ -319,6 +319,16 @@ def test_cli_relax_only_the_parts_of_a_store_split(store_path, tmp_path, capsys)
     assert main(["dataset", "relax", str(out), "--model", str(ckpt), "--only",
                  f"{tmp_path / 'split.json'}:nope"]) == 1
     assert "no part 'nope'" in capsys.readouterr().err
+    # A shipped model by name; the record names its file and SHA-256.
+    assert main(["dataset", "relax", str(out), "--model", "force2geo-painn-xtb", "--only",
+                 f"{tmp_path / 'split.json'}:valid", "--steps", "2", "--no-progress",
+                 "--threads", "1"]) == 0
+    data = PropertyDataset.load(out)
+    assert 2 in set(data.source_indices[data.has("mlip")].tolist())
+    model = data.meta["relax"]["model"]
+    assert model["spec"] == "force2geo-painn-xtb"
+    assert model["files"][0]["path"].endswith("force2geo-painn-xtb.pt")
+    assert len(model["files"][0]["sha256"]) == 64
 
 
 def _tiny_checkpoint(store_path, tmp_path):

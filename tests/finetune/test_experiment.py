@@ -4,6 +4,7 @@ run wrote, plots the sweep, resumes without retraining, and refuses bad specs cl
 
 import json
 
+import numpy as np
 import pytest
 from finetune_data import TINY_PAINN, xtb_dataset
 
@@ -173,3 +174,20 @@ def test_a_store_split_file_maps_onto_the_dataset(tmp_path):
     with pytest.raises(ValueError, match="stands alone"):
         parse_spec({"name": "t", "dataset": "d", "runs": [{"name": "a"}],
                     "splits": {"x": {"file": "f", "seed": 1}}})
+    # exclude: SPLIT.json:PART names the pre-training molecules by a part of a store split.
+    spec = parse_spec({"name": "t", "dataset": str(tmp_path / "dataset"),
+                       "exclude": f"{tmp_path / 'split.json'}:train",
+                       "splits": {"r": {"method": "random", "fractions": [0.4, 0.3, 0.3]}},
+                       "runs": [{"name": "a"}]})
+    run_experiment(spec, tmp_path / "out-part", dry_run=True)
+    from force2geo.data.splits import load_split
+
+    own, _ = load_split(tmp_path / "out-part" / "splits" / "r.json")
+    held_out = set(source[np.concatenate([own["valid"], own["test"]])].tolist())
+    assert held_out and not held_out & set(parts["train"].tolist())
+    for bad, message in ((f"{tmp_path / 'split.json'}:nope", "no part 'nope'"),
+                         (f"{tmp_path / 'out-part' / 'splits' / 'r.json'}:train",
+                          "split file of the dataset's store")):
+        spec = parse_spec({**spec.source, "exclude": bad})
+        with pytest.raises(InputError, match=message):
+            run_experiment(spec, tmp_path / "out-bad", dry_run=True)
