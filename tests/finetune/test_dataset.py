@@ -329,6 +329,9 @@ def test_cli_relax_only_the_parts_of_a_store_split(store_path, tmp_path, capsys)
     assert model["spec"] == "force2geo-painn-xtb"
     assert model["files"][0]["path"].endswith("force2geo-painn-xtb.pt")
     assert len(model["files"][0]["sha256"]) == 64
+    history = data.meta["relax_history"]  # one record per call, the latest also as "relax"
+    assert len(history) == 2 and history[-1] == data.meta["relax"]
+    assert history[0]["model"]["spec"] == str(ckpt) and history[0]["relaxed"] == 3
 
 
 def _tiny_checkpoint(store_path, tmp_path):

@@ -53,8 +53,9 @@ def relax_geometries(dataset: PropertyDataset, potential_or_force_fn, start: str
     A molecule whose final geometry is not finite gets no ``mlip`` geometry. ``model``
     (plain JSON, e.g. the checkpoint path) goes into the record.
 
-    Returns the record, also stored as ``dataset.meta["relax"]``: start, config, model,
-    counts per status, skipped molecules, median steps, wall time.
+    Returns the record, also stored as ``dataset.meta["relax"]`` (the latest) and appended
+    to ``dataset.meta["relax_history"]`` (one per call, e.g. valid/test first, train later):
+    start, config, model, counts per status, skipped molecules, median steps, wall time.
     """
     from tqdm import tqdm
 
@@ -92,6 +93,7 @@ def relax_geometries(dataset: PropertyDataset, potential_or_force_fn, start: str
     record = _record(start, config, model, results, skipped, stats,
                      time.perf_counter() - started, keep_frames)
     dataset.meta["relax"] = record
+    dataset.meta["relax_history"] = [*dataset.meta.get("relax_history", []), record]
     return record
 
 
