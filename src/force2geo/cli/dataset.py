@@ -92,22 +92,14 @@ def _chosen(dataset, args) -> list[int] | None:
     """Dataset indices of the --only parts (each sampled down to --sample), or None."""
     import numpy as np
 
-    from force2geo.data.splits import load_split
+    from force2geo.finetune.splits import split_file_part
 
     if not getattr(args, "only", None):
         return None
-    position = {int(j): i for i, j in enumerate(dataset.source_indices) if j >= 0}
     rng = np.random.default_rng(args.seed)
     chosen: set[int] = set()
     for spec in args.only:
-        path, _, part = spec.rpartition(":")
-        parts, meta = load_split(path or spec)
-        store = dataset.meta.get("source", {}).get("store_fingerprint")
-        if meta.get("store_fingerprint") not in (None, store):
-            raise InputError(path, "splits another store than the one the dataset came from")
-        if part not in parts:
-            raise InputError(path, f"no part {part!r}; it holds {', '.join(parts)}")
-        picked = [position[int(j)] for j in parts[part] if int(j) in position]
+        picked = split_file_part(spec, dataset, store_only=True).tolist()
         if args.sample is not None and len(picked) > args.sample:
             picked = rng.choice(picked, args.sample, replace=False).tolist()
         chosen.update(int(i) for i in picked)

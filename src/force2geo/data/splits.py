@@ -179,11 +179,11 @@ def scaffold_split(
         logger.warning("%d of %d SMILES could not be parsed (indices %s); each is its own "
                        "scaffold group", unparsed.size, n, _head(unparsed))
     train_cut = round(f_train * n, 9)
-    valid_cut = round((f_train + f_valid) * n, 9)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in PARTS}
     if train_only is not None:
         return _scaffold_split_around(groups, np.asarray(train_only, bool), train_cut,
                                       f_valid, f_test)
+    valid_cut = round((f_train + f_valid) * n, 9)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in PARTS}
     n_train = n_valid = 0
     for group in groups:
         if n_train + len(group) <= train_cut:

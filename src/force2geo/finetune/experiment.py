@@ -336,22 +336,9 @@ def _file_split(path: Path, dataset, exclude: str | None) -> dict:
     MLIP's own split, so that no valid/test molecule was pre-trained on) or of the dataset
     itself (``meta.index == "dataset"``), as dataset indices; molecules of the store that
     the dataset left out are dropped, and ``exclude`` still applies to valid and test."""
-    from force2geo.data.splits import load_split
-    from force2geo.finetune.splits import leakage_mask
+    from force2geo.finetune.splits import leakage_mask, split_file_parts
 
-    parts, meta = load_split(path)
-    if meta.get("index") == "dataset":
-        if meta.get("dataset_fingerprint") != dataset.fingerprint:
-            raise InputError(path, "was made for another dataset")
-    else:
-        source = dataset.meta.get("source", {}).get("store_fingerprint")
-        if meta.get("store_fingerprint") not in (None, source):
-            raise InputError(path, f"splits a store with fingerprint "
-                             f"{meta.get('store_fingerprint')}, but the dataset was built "
-                             f"from {source}")
-        position = {int(j): i for i, j in enumerate(dataset.source_indices) if j >= 0}
-        parts = {k: np.array(sorted(position[int(j)] for j in v if int(j) in position),
-                             dtype=np.int64) for k, v in parts.items()}
+    parts = split_file_parts(path, dataset)
     if exclude is not None:
         keep = leakage_mask(dataset, _pretraining(exclude, dataset))
         for part in ("valid", "test"):
@@ -368,26 +355,11 @@ def _pretraining(exclude: str | None, dataset):
         return exclude
     path, _, part = exclude.rpartition(":")
     if path.endswith(".json") and part:
-        return _split_part_inchikeys(Path(path), part, dataset)
+        from force2geo.finetune.splits import split_file_part
+
+        keys = dataset.inchikeys
+        return sorted({keys[i] for i in split_file_part(exclude, dataset, store_only=True)})
     return read_inchikeys(exclude)
-
-
-def _split_part_inchikeys(path: Path, part: str, dataset) -> list[str]:
-    from force2geo.data.splits import load_split
-
-    parts, meta = load_split(path)
-    if meta.get("index") == "dataset":
-        raise InputError(path, "exclude needs a split file of the dataset's store "
-                         "(trajectory indices), not of the dataset")
-    source = dataset.meta.get("source", {}).get("store_fingerprint")
-    if meta.get("store_fingerprint") not in (None, source):
-        raise InputError(path, f"splits a store with fingerprint {meta.get('store_fingerprint')}"
-                         f", but the dataset was built from {source}")
-    if part not in parts:
-        raise InputError(path, f"no part {part!r}; it holds {', '.join(parts)}")
-    chosen = {int(j) for j in parts[part]}
-    keys = dataset.inchikeys
-    return sorted({keys[i] for i, j in enumerate(dataset.source_indices) if int(j) in chosen})
 
 
 def _record(spec: ExperimentSpec, dataset, splits: dict) -> dict:

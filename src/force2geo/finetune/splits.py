@@ -17,11 +17,13 @@ import numpy as np
 from force2geo.data.splits import (
     DEFAULT_FRACTIONS,
     SPLIT_METHODS,
+    load_split,
     random_split,
     remove_leakage,
     scaffold_split,
 )
 from force2geo.data.store import TrajectoryStore
+from force2geo.errors import InputError
 from force2geo.finetune.dataset import PropertyDataset
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,42 @@ def split_dataset(dataset: PropertyDataset, method: str = "random",
                          dropped)
             split[part] = split[part][keep[split[part]]]
     return split
+
+
+def split_file_parts(path: str | os.PathLike, dataset: PropertyDataset, *,
+                     store_only: bool = False) -> dict[str, np.ndarray]:
+    """The parts of a split file as sorted int64 dataset indices.
+
+    The file splits either the store the dataset was built from (trajectory indices, e.g.
+    the MLIP's own split; molecules the dataset left out are dropped) or, unless
+    ``store_only``, the dataset itself (``meta.index == "dataset"``). InputError naming the
+    file when it was made for another store or dataset.
+    """
+    parts, meta = load_split(path)
+    if meta.get("index") == "dataset":
+        if store_only:
+            raise InputError(path, "needs a split file of the dataset's store (trajectory "
+                             "indices), not of the dataset")
+        if meta.get("dataset_fingerprint") != dataset.fingerprint:
+            raise InputError(path, "was made for another dataset")
+        return parts
+    source = dataset.meta.get("source", {}).get("store_fingerprint")
+    if meta.get("store_fingerprint") not in (None, source):
+        raise InputError(path, f"splits a store with fingerprint {meta.get('store_fingerprint')}"
+                         f", but the dataset was built from {source}")
+    position = {int(j): i for i, j in enumerate(dataset.source_indices) if j >= 0}
+    return {k: np.array(sorted(position[int(j)] for j in v if int(j) in position),
+                        dtype=np.int64) for k, v in parts.items()}
+
+
+def split_file_part(spec: str, dataset: PropertyDataset, *, store_only: bool = False
+                    ) -> np.ndarray:
+    """``FILE:PART`` -> that part of :func:`split_file_parts` (InputError for no such part)."""
+    path, _, part = spec.rpartition(":")
+    parts = split_file_parts(path or spec, dataset, store_only=store_only)
+    if part not in parts:
+        raise InputError(path, f"no part {part!r}; it holds {', '.join(parts)}")
+    return parts[part]
 
 
 def split_meta(dataset: PropertyDataset, method: str, **settings) -> dict:
