@@ -226,3 +226,21 @@ def test_warm_start_begins_from_the_checkpoint_weights(reference_run, tmp_path):
                          model_config={**config.model_config, "hidden_channels": 8})
     with pytest.raises(InputError, match="hidden_channels"):
         fit(wrong)
+
+
+def test_cosine_schedule_falls_to_its_floor_and_resumes_bit_identically(reference_run, tmp_path):
+    config, _, _ = reference_run
+    cosine = config.replace(run_dir=str(tmp_path / "whole"), schedule="cosine", warmup_steps=4,
+                            lr_floor=0.1)
+    fit(cosine)
+    # logged every 2 steps: half-way up the warm-up, at the top, then falling
+    lrs = [r["lr"] for r in read_records(tmp_path / "whole") if r["kind"] == "train"]
+    assert lrs[0] == pytest.approx(0.75 * config.lr) and lrs[1] == pytest.approx(config.lr)
+    assert lrs[1:] == sorted(lrs[1:], reverse=True) and lrs[-1] < 0.2 * config.lr
+    final = load_checkpoint(tmp_path / "whole" / "last.pt")
+    steps = final["progress"]["step"]
+    assert final["optimizer"]["param_groups"][0]["lr"] == pytest.approx(config.lr * 0.1)
+    stopped = cosine.replace(run_dir=str(tmp_path / "cut"), max_steps=steps // 2 + 1)
+    fit(stopped)
+    fit(resume_config(tmp_path / "cut", max_steps=None), resume=True)
+    assert_same_state(load_checkpoint(tmp_path / "cut" / "last.pt"), final)

@@ -98,6 +98,12 @@ def _add_optimisation_options(parser) -> None:
     group.add_argument("--plateau-patience", type=int,
                        help="epochs without improvement before the lr drops (default 2)")
     group.add_argument("--plateau-factor", type=float, help="lr factor on plateau (0.8)")
+    group.add_argument("--schedule", choices=("plateau", "cosine"),
+                       help="plateau (default): ReduceLROnPlateau per epoch; cosine: per "
+                       "step from --lr to --lr * --lr-floor over --epochs (--max-steps and "
+                       "--max-minutes only cut it short)")
+    group.add_argument("--lr-floor", type=float, help="cosine's final lr factor (0.01)")
+    group.add_argument("--warmup-steps", type=int, help="cosine's linear warm-up steps (0)")
     group.add_argument("--ema-decay", type=float, help="keep an EMA of the weights")
     group.add_argument("--grad-clip", type=float,
                        help="max gradient norm (default 10; 0 turns clipping off)")

@@ -26,6 +26,7 @@ from force2geo.data.splits import check_fractions
 from force2geo.models import MODELS
 
 ENERGY_LOSSES = ("per_atom", "total")
+SCHEDULES = ("plateau", "cosine")
 DTYPES = ("float32", "float64")
 
 
@@ -42,7 +43,11 @@ class TrainConfig:
     loop in this process, when set), ``lr``, ``grad_clip`` (max global grad norm; None = off),
     ``ema_decay`` (None = no EMA; else the validation and ``best.pt`` use EMA weights),
     ``plateau_patience`` / ``plateau_factor`` (epochs without validation improvement before
-    the learning rate is multiplied by the factor). ``device``: "auto", "cpu", "cuda" or
+    the learning rate is multiplied by the factor) when ``schedule`` is ``"plateau"``; with
+    ``"cosine"`` the learning rate instead falls every step from ``lr`` to ``lr * lr_floor``
+    along a half cosine over ``epochs`` epochs (``max_steps`` and ``max_minutes`` only cut
+    the run short), after ``warmup_steps`` of linear warm-up.
+    ``device``: "auto", "cpu", "cuda" or
     "cuda:N"; ``dtype``: "float32" or "float64" (energies are float64 either way).
     ``init``: a checkpoint of an earlier run whose weights (its EMA weights when it kept
     them) and reference energies start this run (warm start; optimizer, schedule and data
@@ -70,6 +75,9 @@ class TrainConfig:
     energy_loss: str = "per_atom"
     plateau_patience: int = 2
     plateau_factor: float = 0.8
+    schedule: str = "plateau"
+    lr_floor: float = 0.01
+    warmup_steps: int = 0
     ema_decay: float | None = None
     grad_clip: float | None = 10.0
     seed: int = 0
@@ -121,6 +129,12 @@ class TrainConfig:
                              f"{self.energy_loss!r}")
         if not 0 < self.plateau_factor < 1:
             raise ValueError(f"plateau_factor: must be in (0, 1), got {self.plateau_factor}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0 <= self.lr_floor <= 1:
+            raise ValueError(f"lr_floor: must be in [0, 1], got {self.lr_floor}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps: must be an integer >= 0, got {self.warmup_steps!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay: must be in (0, 1) or None, got {self.ema_decay}")
         if self.grad_clip is not None and not self.grad_clip > 0:

@@ -38,9 +38,11 @@ from force2geo.data.store import TrajectoryStore
 from force2geo.errors import InputError
 from force2geo.models import Potential, build_backbone, energy_and_forces, fit_atom_refs
 from force2geo.models.batch import Batch
+from force2geo.models.potential import normalize_elements
 from force2geo.training import plots
 from force2geo.training.checkpoint import (
     DTYPES,
+    checkpoint_elements,
     load_checkpoint,
     make_checkpoint,
     model_description,
@@ -49,7 +51,7 @@ from force2geo.training.checkpoint import (
     save_checkpoint,
 )
 from force2geo.training.config import TrainConfig
-from force2geo.training.data import SnapshotLoader, split_snapshots
+from force2geo.training.data import SnapshotLoader, snapshot_elements, split_snapshots
 from force2geo.training.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -77,15 +79,16 @@ RESUMABLE_CHANGES = ("epochs", "max_steps", "max_minutes", "device", "log_every"
 # --------------------------------------------------------------------------- pieces
 
 
-def build_potential(config: TrainConfig, atom_refs=None) -> Potential:
-    """The untrained Potential of ``config`` (backbone + ``atom_refs [119]`` eV) in its dtype."""
+def build_potential(config: TrainConfig, atom_refs=None, elements=None) -> Potential:
+    """The untrained Potential of ``config`` (backbone + ``atom_refs [119]`` eV, training
+    ``elements``) in its dtype."""
     backbone = build_backbone(config.model, **config.model_config)
-    return Potential(backbone, atom_refs).to(DTYPES[config.dtype])
+    return Potential(backbone, atom_refs, elements).to(DTYPES[config.dtype])
 
 
 def warm_start_potential(config: TrainConfig) -> Potential:
-    """The Potential of ``config`` with the weights and reference energies of the checkpoint
-    ``config.init`` (its EMA weights when it kept them)."""
+    """The Potential of ``config`` with the weights, reference energies and training
+    elements of the checkpoint ``config.init`` (its EMA weights when it kept them)."""
     source = load_checkpoint(config.init)
     wanted = model_description(config.model, config.model_config)
     if source["model"] != wanted:
@@ -93,7 +96,7 @@ def warm_start_potential(config: TrainConfig) -> Potential:
         raise InputError(config.init, f"holds a {have['name']} backbone with config "
                          f"{have['config']}, not the {wanted['name']} {wanted['config']} this "
                          "run asks for; pass the same --model and --model-option values")
-    potential = build_potential(config, source["atom_refs"])
+    potential = build_potential(config, source["atom_refs"], checkpoint_elements(source))
     trained = potential_from_checkpoint(source).to(DTYPES[config.dtype])
     potential.load_state_dict(trained.state_dict())
     return potential.train()
@@ -182,6 +185,27 @@ def _keep(kept: dict, energy, forces, batch: Batch, references) -> None:
     kept["forces_pred"].append(forces[known].double().cpu().numpy())
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """ReduceLROnPlateau (stepped once per epoch on the validation loss), or a per-step
+    linear warm-up then half cosine from ``lr`` to ``lr * lr_floor`` over ``epochs`` epochs
+    (``max_steps``/``max_minutes`` only cut a run short, so a resumed run follows the same
+    schedule)."""
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.plateau_factor,
+            patience=config.plateau_patience)
+    total = config.epochs * max(steps_per_epoch, 1)
+    warmup, floor = config.warmup_steps, config.lr_floor
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        done = min(1.0, (step - warmup) / max(total - warmup, 1))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def resume_config(run_dir: str | os.PathLike, **changes) -> TrainConfig:
     """The config of the run in ``run_dir`` (from ``last.pt``), with ``changes`` applied
     (only :data:`RESUMABLE_CHANGES` may differ for an exact resume)."""
@@ -202,7 +226,7 @@ class _Run:
     potential: Potential
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
     ema: EMA | None
     train_loader: SnapshotLoader
     valid_loader: SnapshotLoader | None
@@ -261,12 +285,17 @@ def _start(config: TrainConfig, resume: bool, info: DistInfo, device) -> _Run:
         raise InputError(store.path, f"no training snapshots (stages {list(config.stages)})")
     torch.manual_seed(config.seed)
     if checkpoint is not None:
-        potential = build_potential(config, checkpoint["atom_refs"])
+        potential = build_potential(config, checkpoint["atom_refs"],
+                                    checkpoint_elements(checkpoint))
     elif config.init is not None:
         potential = warm_start_potential(config)
     else:
         potential = build_potential(config, fit_reference_energies(store, parts["train"],
                                                                     config.seed))
+    # The model knows what it saw: the elements of this run's training data, and those
+    # of the model it started from.
+    seen = snapshot_elements(store, parts["train"])
+    potential.elements = normalize_elements([*(potential.elements or ()), *seen])
     potential = potential.to(device)
     run = _assemble(config, info, potential, store, parts)
     if checkpoint is not None:
@@ -287,12 +316,11 @@ def _assemble(config: TrainConfig, info: DistInfo, potential: Potential,
               store: TrajectoryStore, parts: dict) -> _Run:
     """Optimizer, scheduler, EMA and loaders around a freshly built potential."""
     optimizer = torch.optim.Adam(potential.parameters(), lr=config.lr, betas=(0.9, 0.999))
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience)
     dtype = DTYPES[config.dtype]
     train = SnapshotLoader(store, parts["train"], config.batch_size, config.max_atoms,
                            shuffle=True, seed=config.seed, rank=info.rank,
                            world_size=info.world_size, dtype=dtype)
+    scheduler = make_scheduler(optimizer, config, len(train))
     valid = None
     if parts.get("valid") is not None and parts["valid"].size:
         valid = SnapshotLoader(store, parts["valid"], config.batch_size, config.max_atoms,
@@ -377,6 +405,8 @@ def _after_step(run: _Run, out: dict) -> None:
     progress["step"] += 1
     progress["epoch_loss_sum"] += out["loss"]
     progress["epoch_steps"] += 1
+    if config.schedule != "plateau":
+        run.scheduler.step()
     step = progress["step"]
     if step % config.log_every == 0:
         run.log.write({"kind": "train", "step": step, "epoch": run.train_loader.epoch,
@@ -395,7 +425,8 @@ def _end_epoch(run: _Run) -> None:
         monitor = metrics["loss"]
     else:  # no validation split: the mean training loss of the epoch decides
         monitor = progress["epoch_loss_sum"] / max(progress["epoch_steps"], 1)
-    run.scheduler.step(monitor)
+    if run.config.schedule == "plateau":
+        run.scheduler.step(monitor)
     epoch = run.train_loader.epoch
     run.train_loader.end_epoch()
     progress["epoch_loss_sum"], progress["epoch_steps"] = 0.0, 0
