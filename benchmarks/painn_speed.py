@@ -8,7 +8,7 @@ Measures, on real drug-like geometries (RDKit ETKDG conformers, jittered):
   MSE force loss, backward, Adam step), s per step and snapshots/s.
 
 Not a test. Run: ``python benchmarks/painn_speed.py [--threads 2] [--device cpu]
-[--model painn] [--plain-malloc] [--profile]``. By default glibc is told to keep freed
+[--model painn] [--model-option hidden_channels=64 ...] [--plain-malloc] [--profile]``. By default glibc is told to keep freed
 memory (:func:`force2geo.models.cpu.keep_freed_memory`), as the training and relaxation
 commands should; ``--plain-malloc`` measures without it. ``--profile`` prints where a
 training step spends its time.
@@ -25,7 +25,7 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from force2geo.models import MODELS, Batch, Potential, energy_and_forces
+from force2geo.models import MODELS, Batch, Potential, build_backbone, energy_and_forces
 from force2geo.models.cpu import keep_freed_memory
 
 SMILES = [
@@ -106,6 +106,8 @@ def train_step_fn(potential: Potential, batch: Batch, optimizer: torch.optim.Opt
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="painn", choices=sorted(MODELS))
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="backbone config field, e.g. hidden_channels=64 (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -121,9 +123,13 @@ def main() -> None:
     device = torch.device(args.device)
     rng = np.random.default_rng(0)
 
-    potential = Potential(MODELS[args.model]()).to(device)
+    options = {}
+    for item in args.model_option:
+        key, _, value = item.partition("=")
+        options[key] = float(value) if "." in value else int(value)
+    potential = Potential(build_backbone(args.model, **options)).to(device)
     n_params = sum(p.numel() for p in potential.parameters())
-    print(f"{args.model}: {n_params:,} parameters, {args.threads} threads, {device}, "
+    print(f"{args.model} {options or '(defaults)'}: {n_params:,} parameters, {args.threads} threads, {device}, "
           f"torch {torch.__version__}, keep freed memory: {kept}")
 
     z, pos = conformer(SINGLE)
