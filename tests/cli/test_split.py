@@ -221,3 +221,30 @@ def test_extend_with_an_inchikey_list_puts_those_molecules_in_train(stores, tmp_
     assert run(store.path, "-o", tmp_path / "y.json", "--method", "random", "--extend",
                bad) == 1
     assert "is not an InChIKey" in one_line_error(capsys)
+
+
+def test_hold_out_puts_listed_molecules_in_test_only(stores, tmp_path, capsys):
+    """Benchmark molecules (a key list) land in test, never in train or valid; combined
+    with --extend KEYS.txt the warm-start molecules stay in train; a key in both lists is
+    refused; scaffold splits refuse --hold-out."""
+    store, _ = stores
+    keys = store.identifiers("inchikey")
+    held = tmp_path / "held.txt"
+    held.write_text("\n".join(keys[i] for i in (1, 4, 9)) + "\n")
+    warm = tmp_path / "warm.txt"
+    warm.write_text("\n".join(keys[i] for i in (2, 3)) + "\n")
+    out = tmp_path / "held.json"
+    assert run(store.path, "-o", out, "--method", "random", "--seed", 5, "--hold-out", held,
+               "--extend", warm) == 0
+    parts, meta = splits.load_split(out)
+    assert {1, 4, 9} <= set(parts["test"]) and {2, 3} <= set(parts["train"])
+    assert not {1, 4, 9} & (set(parts["train"]) | set(parts["valid"]))
+    assert sorted(np.concatenate(list(parts.values()))) == list(range(30))
+    assert meta["hold_out"]["n_keys"] == 3 and meta["extends"]["n_keys"] == 2
+    warm.write_text(keys[4] + "\n")
+    assert run(store.path, "-o", tmp_path / "x.json", "--method", "random", "--hold-out",
+               held, "--extend", warm) == 1
+    assert "also in --extend's train list" in one_line_error(capsys)
+    assert run(store.path, "-o", tmp_path / "s.json", "--method", "scaffold", "--hold-out",
+               held) == 1
+    assert "only with --method random" in one_line_error(capsys)

@@ -3,6 +3,7 @@
     force2geo split STORE -o SPLIT.json --method random|scaffold [--fractions 0.8 0.1 0.1]
                     [--seed 42] [--exclude OTHER_STORE [--exclude-parts test]]
     force2geo split GROWN_STORE -o SPLIT.json --method random --extend OLD_SPLIT.json
+    force2geo split STORE -o SPLIT.json --method random --hold-out BENCHMARK.inchikeys.txt
     force2geo split STORE -o SEL.json --method maxmin --k 1000 [--from SPLIT.json:test]
 
 Indices in the output are trajectory indices of STORE; the file records the store's
@@ -49,6 +50,10 @@ def add_parser(subparsers) -> None:
                         "list (one per line, e.g. a model card's *.inchikeys.txt) in train, "
                         "so that a model warm-started from that model is never validated or "
                         "tested on its training molecules")
+    parser.add_argument("--hold-out", metavar="KEYS.txt",
+                        help="random split that puts every molecule of this InChIKey list in "
+                        "test, never in train or valid (molecules kept for held-out checks, "
+                        "e.g. a benchmark set)")
     parser.add_argument("--exclude", metavar="OTHER_STORE",
                         help="drop molecules that occur in this store (InChIKey or CID)")
     parser.add_argument("--exclude-parts", nargs="+", choices=splits.PARTS, default=["test"],
@@ -101,9 +106,28 @@ def _check_arguments(args) -> tuple[float, float, float]:
 
 def _split(args, fractions, store: TrajectoryStore, other: TrajectoryStore | None):
     settings = {"fractions": list(fractions)}
-    if args.extend is not None:
-        if args.method != "random":
-            raise InputError("--extend", "only with --method random")
+    hold_out = getattr(args, "hold_out", None)
+    if (args.extend is not None or hold_out is not None) and args.method != "random":
+        raise InputError("--extend/--hold-out", "only with --method random")
+    if hold_out is not None and args.extend is not None and \
+            Path(args.extend).suffix.lower() == ".json":
+        raise InputError("--hold-out", "cannot be combined with --extend OLD_SPLIT.json")
+    if hold_out is not None:
+        placed = {}
+        if args.extend is not None:
+            placed = dict.fromkeys(splits.read_inchikeys(args.extend), "train")
+            settings["extends"] = {"inchikeys": str(args.extend), "part": "train",
+                                   "n_keys": len(placed), "sha256": file_sha256(args.extend)}
+        keys = splits.read_inchikeys(hold_out)
+        clash = sorted(k for k in keys if placed.get(k) == "train")
+        if clash:
+            raise InputError(hold_out, f"{len(clash)} molecule(s) are also in --extend's "
+                             f"train list, e.g. {clash[0]}")
+        placed.update(dict.fromkeys(keys, "test"))
+        parts = splits.place_and_split(store, placed, fractions, args.seed)
+        settings["hold_out"] = {"inchikeys": str(hold_out), "part": "test", "n_keys": len(keys),
+                                "sha256": file_sha256(hold_out)}
+    elif args.extend is not None:
         if Path(args.extend).suffix.lower() == ".json":
             previous, meta = splits.load_split(args.extend)
             if "store" not in meta:
