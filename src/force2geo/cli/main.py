@@ -16,8 +16,8 @@ from force2geo import __version__
 from force2geo.errors import Force2GeoError
 
 # Sub-command modules, in the order ``force2geo --help`` lists them.
-COMMANDS = ("generate", "convert", "info", "split", "train", "relax", "evaluate", "benchmark",
-            "dataset", "finetune", "experiment", "predict")
+COMMANDS = ("generate", "convert", "info", "split", "train", "active_learn", "relax",
+            "evaluate", "benchmark", "dataset", "finetune", "experiment", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
