@@ -6,6 +6,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,6 +29,9 @@ OUTPUT (.xyz/.extxyz or .sdf): the same molecules in the same order, each with t
 record's own keys plus converged, n_steps, fmax (eV/Å), energy (eV) and status
 (converged, step_limit, or diverged: non-finite energy or forces, an atom more than 5 Å
 from all others, or energy 10 eV above the start). OUTPUT.json records the run.
+A molecule the model cannot treat is not relaxed: it keeps its input geometry with status
+failed and a reason (an element the model was not trained on, a non-finite coordinate,
+or two atoms closer than half the sum of their covalent radii); the others go on.
 
 MODEL (default: the shipped model force2geo-painn-xtb): a shipped model's name, a
 checkpoint of 'force2geo train' or its run folder (best.pt), an exported model, or the
@@ -196,21 +200,43 @@ def _relax_share(args, config, signature, shard, device, dtype) -> dict:
         where = "" if shard.world_size == 1 else f" [rank 0 of {shard.world_size}]"
         bar = tqdm(total=last - first, initial=done, unit="mol", desc="relax" + where,
                    disable=args.no_progress or shard.rank != 0)
-        results = relax_iter(potential_force_fn(potential, dtype), [m.start for m in todo],
+        ok = _refuse_unfit(args.input, todo, potential, out, done, counts, bar)
+        results = relax_iter(potential_force_fn(potential, dtype), [todo[k].start for k in ok],
                              config, device=device, stats=stats)
         for result in results:
             counts[result.status] = counts.get(result.status, 0) + 1
             steps.append(result.n_steps)
-            molecule = todo[result.index]
+            k = ok[result.index]
             spread = uncertainty(potential, result.atomic_numbers, result.positions, device,
                                  dtype)  # {} unless an ensemble
-            molecule = replace(molecule, info={**molecule.info, **spread})
-            bar.update(out.add(done + result.index, molecule, result))
+            molecule = replace(todo[k], info={**todo[k].info, **spread})
+            bar.update(out.add(done + k, molecule, result))
         bar.close()
     wall = time.perf_counter() - started
     record = _record(args, config, len(molecules), len(todo), counts, steps, wall, stats)
     record.update(model_files=signature["model"]["files"], share=[first, last], steps=steps)
     return record
+
+
+def _refuse_unfit(input_spec, todo, potential, out, done, counts, bar) -> list[int]:
+    """Write every molecule of ``todo`` (the share's molecules after its first ``done``)
+    that the model cannot treat as failed, with its reason (also told on stderr); return
+    the positions in ``todo`` of the others, to relax."""
+    from tqdm import tqdm
+
+    from force2geo.relax.screen import FAILED, failed_result, screen
+
+    ok = []
+    for k, molecule in enumerate(todo):
+        reason = screen(*molecule.start, potential)
+        if reason is None:
+            ok.append(k)
+            continue
+        counts[FAILED] = counts.get(FAILED, 0) + 1
+        record = out.index_offset + done + k + 1
+        tqdm.write(f"{input_spec}: record {record}: failed: {reason}", file=sys.stderr)
+        bar.update(out.add(done + k, molecule, failed_result(k, *molecule.start, reason)))
+    return ok
 
 
 def _merge(args, config, signature, shard, wall) -> dict:
@@ -264,7 +290,8 @@ def _record(args, config, n_total, n_run, counts, steps, wall, stats) -> dict:
 
 def _summary(output: str, record: dict) -> None:
     counts = record["status_counts"]
-    parts = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("converged", "step_limit", "diverged"))
+    parts = ", ".join(f"{counts.get(s, 0)} {s}"
+                      for s in ("converged", "step_limit", "diverged", "failed"))
     resumed = record["molecules"] - record["relaxed_this_run"]
     print(f"{output}: {record['molecules']} molecules ({resumed} from an earlier run); "
           f"this run: {parts}; median {record['median_steps']} steps; "

@@ -41,10 +41,10 @@ CSV_NAME, METRICS_NAME, TEXT_NAME = "molecules.csv", "metrics.json", "report.txt
 RESIDUAL_PLOT, STEPS_PLOT = "residual_energy.png", "mlip_steps.png"
 OUTPUTS = (CSV_NAME, METRICS_NAME, TEXT_NAME, RESIDUAL_PLOT, STEPS_PLOT)
 COLUMNS = (
-    "trajectory", "name", "smiles", "n_atoms", "mlip_status", "mlip_steps", "mlip_fmax",
-    "mlip_energy", "gt_source", "oracle_gt_steps", "e0", "e_t", "e_gt", "oracle_fmax0",
-    "oracle_fmax_t", "oracle_fmax_gt", "scored", "pct", "e_res_kcal", "success", "diverged",
-    "fwt", "rmsd_heavy", "oracle_errors",
+    "trajectory", "name", "smiles", "n_atoms", "mlip_status", "mlip_reason", "mlip_steps",
+    "mlip_fmax", "mlip_energy", "gt_source", "oracle_gt_steps", "e0", "e_t", "e_gt",
+    "oracle_fmax0", "oracle_fmax_t", "oracle_fmax_gt", "scored", "pct", "e_res_kcal",
+    "success", "diverged", "fwt", "rmsd_heavy", "oracle_errors",
 )
 
 
@@ -60,8 +60,9 @@ def read_json(path: Path) -> dict:
 
 def molecule_rows(cases, mlip: dict[int, dict], oracle: dict[int, dict]) -> list[dict]:
     """One dict per case (a :class:`~.selection.Case`) from its cached MLIP and oracle
-    records: identifiers, MLIP status/steps/fmax/energy, oracle energies and max forces,
-    and the heavy-atom RMSD between ``c_T`` and ``c_gt`` (Å, NaN without a reference)."""
+    records: identifiers, MLIP status (and why it failed)/steps/fmax/energy, oracle
+    energies and max forces, and the heavy-atom RMSD between ``c_T`` and ``c_gt`` (Å, NaN
+    without a reference)."""
     rows = []
     for case in cases:
         m, o = mlip[case.trajectory], oracle[case.trajectory]
@@ -73,6 +74,7 @@ def molecule_rows(cases, mlip: dict[int, dict], oracle: dict[int, dict]) -> list
         rows.append({
             "trajectory": case.trajectory, "name": case.name, "smiles": case.smiles,
             "n_atoms": int(case.atomic_numbers.shape[0]), "mlip_status": m["status"],
+            "mlip_reason": m.get("reason", ""),
             "mlip_steps": int(m["n_steps"]), "mlip_fmax": number(m["fmax"]),
             "mlip_energy": number(m["energy"]), "gt_source": o["gt_source"],
             "oracle_gt_steps": o.get("gt_steps"),

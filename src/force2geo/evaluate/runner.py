@@ -121,19 +121,34 @@ def _open_folder(folder: Path, signature: dict, overwrite: bool) -> dict | None:
 
 def _relax_missing(cases: list[Case], cache: JsonlCache, potential, config: RelaxConfig,
                    device, progress: bool) -> None:
-    """Relax with the MLIP every case not yet in ``cache``; cache each as it finishes."""
+    """Relax with the MLIP every case not yet in ``cache``; cache each as it finishes.
+
+    A case the model cannot treat (:func:`force2geo.relax.screen.screen`) is cached as
+    ``failed`` with its ``reason`` and no geometry (NaN): the oracle cannot score a c_T
+    there, so the metrics count it as diverged."""
     from tqdm import tqdm
 
     from force2geo.relax import potential_force_fn, relax_iter
+    from force2geo.relax.screen import FAILED, screen
 
     todo = [case for case in cases if case.trajectory not in cache]
     if not todo:
         return
     bar = tqdm(total=len(cases), initial=len(cases) - len(todo), unit="mol", desc="MLIP relax",
                disable=not progress, dynamic_ncols=True)
-    starts = [(case.atomic_numbers, case.c0) for case in todo]
+    relax = []
+    for case in todo:
+        reason = screen(case.atomic_numbers, case.c0, potential)
+        if reason is None:
+            relax.append(case)
+            continue
+        nowhere = np.full_like(case.c0, np.nan, dtype=np.float64).tolist()
+        cache.add({"trajectory": case.trajectory, "positions": nowhere, "energy": None,
+                   "fmax": None, "n_steps": 0, "status": FAILED, "reason": reason})
+        bar.update(1)
+    starts = [(case.atomic_numbers, case.c0) for case in relax]
     for result in relax_iter(potential_force_fn(potential), starts, config, device=device):
-        cache.add({"trajectory": todo[result.index].trajectory,
+        cache.add({"trajectory": relax[result.index].trajectory,
                    "positions": result.positions.tolist(), "energy": float(result.energy),
                    "fmax": float(result.fmax), "n_steps": int(result.n_steps),
                    "status": result.status})

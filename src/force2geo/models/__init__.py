@@ -18,8 +18,11 @@ from force2geo.models.painn_foundation import FoundationPaiNN, FoundationPaiNNCo
 from force2geo.models.potential import (
     Potential,
     composition_matrix,
+    element_names,
+    elements_from_refs,
     energy_and_forces,
     fit_atom_refs,
+    unsupported_elements,
 )
 from force2geo.models.schnet import SchNet, SchNetConfig
 
@@ -59,8 +62,11 @@ __all__ = [
     "SchNetConfig",
     "build_backbone",
     "composition_matrix",
+    "element_names",
+    "elements_from_refs",
     "energy_and_forces",
     "fit_atom_refs",
     "neighbor_pairs",
     "radius_graph",
+    "unsupported_elements",
 ]

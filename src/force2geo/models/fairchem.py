@@ -58,7 +58,7 @@ from force2geo.models.batch import Batch
 from force2geo.models.layers import scatter_sum
 from force2geo.models.painn import PaiNN, PaiNNConfig
 from force2geo.models.painn_foundation import FoundationPaiNN, FoundationPaiNNConfig
-from force2geo.models.potential import N_ELEMENT_SLOTS, Potential
+from force2geo.models.potential import N_ELEMENT_SLOTS, Potential, elements_from_refs
 
 PREFIXES = ("module.", "backbone.", "model.")
 STATE_KEYS = ("state_dict", "model_state_dict")
@@ -322,7 +322,10 @@ def load_fairchem_painn(path: str | os.PathLike, atom_refs: Sequence[float] | st
             refs = pubchemqcr_atom_refs()
     else:
         refs = np.asarray(atom_refs, dtype=np.float64)
-    potential = Potential(backbone, refs)
+    # These files do not list their training elements: those with a reference energy
+    # (the dataset's element table) are the best answer they give.
+    elements = None if refs is None else elements_from_refs(refs)
+    potential = Potential(backbone, refs, elements)
     return potential.to(dtype).to(device).eval()
 
 

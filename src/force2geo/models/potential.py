@@ -3,12 +3,17 @@
 ``E_total = sum_i (backbone_i + ref[Z_i])`` in eV, and ``F = -dE_total/dx`` in eV/Å, taken
 by autograd in :func:`energy_and_forces`, the one place forces are computed (training,
 relaxation and the ASE calculator all call it).
+
+A potential records ``elements``, the atomic numbers of its training data: nothing it
+computes for another element means anything, so every entry point refuses such a molecule
+with :func:`unsupported_elements`'s reason instead of relaxing it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -26,11 +31,17 @@ class Potential(nn.Module):
     ``atom_refs [119]`` eV per element (index = atomic number), e.g. from
     :func:`fit_atom_refs`. The references stay float64 on ``.float()`` / ``.double()`` /
     ``.to()``: totals reach 1e4-1e5 eV, where float32 would cost meV.
+
+    ``elements``: the atomic numbers the model was trained on (ascending tuple), or None
+    when unknown (a model built in code, or a file that does not say). Checkpoints carry
+    it (not the state dict, so older weights still load).
     """
 
-    def __init__(self, backbone: nn.Module, atom_refs: Sequence[float] | Tensor | None = None):
+    def __init__(self, backbone: nn.Module, atom_refs: Sequence[float] | Tensor | None = None,
+                 elements: Iterable[int] | None = None):
         super().__init__()
         self.backbone = backbone
+        self.elements = normalize_elements(elements)
         refs = torch.zeros(N_ELEMENT_SLOTS, dtype=torch.float64)
         if atom_refs is not None:
             refs = torch.as_tensor(np.asarray(atom_refs, dtype=np.float64))
@@ -61,6 +72,57 @@ class Potential(nn.Module):
         atomic = self.atomic_energies(batch).to(torch.float64)
         return scatter_sum(atomic + self.atom_refs[batch.atomic_numbers], batch.system_idx,
                            batch.n_systems)
+
+
+def normalize_elements(elements: Iterable[int] | None) -> tuple[int, ...] | None:
+    """``elements`` as an ascending tuple of distinct atomic numbers in 1..118 (None stays
+    None: unknown)."""
+    if elements is None:
+        return None
+    out = tuple(sorted({int(z) for z in elements}))
+    if out and (out[0] < 1 or out[-1] >= N_ELEMENT_SLOTS):
+        raise ValueError(f"elements must be atomic numbers 1..118, got {list(out)}")
+    return out
+
+
+def elements_from_refs(atom_refs: Sequence[float] | Tensor) -> tuple[int, ...] | None:
+    """The elements a potential that does not record them was trained on, read off its
+    reference energies: those with a non-zero reference (:func:`fit_atom_refs` gives 0 to
+    elements absent from the data). None when every reference is 0 (nothing to tell)."""
+    refs = np.asarray(torch.as_tensor(atom_refs).detach().cpu(), dtype=np.float64)
+    present = np.flatnonzero(refs != 0.0)
+    return tuple(int(z) for z in present) if present.size else None
+
+
+def element_names(elements: Iterable[int]) -> str:
+    """``"H C N O"``: chemical symbols of atomic numbers, space-separated."""
+    from ase.data import chemical_symbols
+
+    return " ".join(chemical_symbols[int(z)] if 0 < int(z) < len(chemical_symbols)
+                    else f"Z={int(z)}" for z in elements)
+
+
+def unsupported_elements(model: nn.Module, atomic_numbers) -> str | None:
+    """Why ``model`` (a :class:`Potential`, an Ensemble, any module with ``elements``)
+    cannot treat a molecule of ``atomic_numbers [n_atoms]``: e.g. ``"element Br (Z=35) not
+    in the model's training elements H C N O F S Cl"``; None when it can.
+
+    A model that does not record its elements (``elements`` None) refuses nothing; it
+    warns once that unseen elements cannot be told apart.
+    """
+    elements = getattr(model, "elements", None)
+    if elements is None:
+        warnings.warn("the model does not record the elements it was trained on: molecules "
+                      "with elements it never saw cannot be refused", stacklevel=2)
+        return None
+    present = np.unique(np.asarray(atomic_numbers, dtype=np.int64).reshape(-1))
+    known = set(elements)
+    unseen = [int(z) for z in present if int(z) not in known]
+    if not unseen:
+        return None
+    listed = ", ".join(f"{element_names([z])} (Z={z})" for z in unseen)
+    noun = "element" if len(unseen) == 1 else "elements"
+    return f"{noun} {listed} not in the model's training elements {element_names(elements)}"
 
 
 def energy_and_forces(

@@ -11,7 +11,9 @@ input order; nothing one molecule does stops the others.
 Statuses: ``converged`` / ``step_limit`` (the relaxation's; a step-limit molecule still
 gets its property, at the geometry where the relaxation stopped), ``diverged`` (no numbers
 but the steps), ``failed`` (the input: bad SMILES, unsupported element or charge,
-embedding failure).
+embedding failure; or a molecule the potential cannot treat, see
+:func:`force2geo.relax.screen.screen`: an element it was not trained on, a non-finite
+coordinate, overlapping atoms).
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from tqdm import tqdm
 from force2geo.predict.inputs import STARTS, Candidate
 from force2geo.qc.molecules import DEFAULT_ELEMENTS
 from force2geo.relax import DIVERGED, STEP_LIMIT, RelaxConfig, RelaxResult, RelaxStats
+from force2geo.relax.screen import FAILED, screen
 
 if TYPE_CHECKING:
     from force2geo.finetune.dataset import PropertyBatch
 
-FAILED = "failed"
 PREDICT_STATUSES = ("converged", STEP_LIMIT, DIVERGED, FAILED)
 DIVERGED_REASON = ("relaxation diverged (non-finite energy or forces, an atom more than "
                    "{max_neighbor_distance:g} Å from all others, or energy "
@@ -131,12 +133,19 @@ def predict_candidates(candidates: list[Candidate], potential: torch.nn.Module,
 
 def relax_molecules(molecules: list[MoleculePrediction], potential: torch.nn.Module,
                     config: PredictConfig, device, dtype, stats: RelaxStats) -> None:
-    """Relax every molecule with a start geometry in one continuous batch; fill in its
-    result, its ensemble spread (Ensembles only) and notes on step limits and divergence."""
+    """Relax every molecule with a start geometry that the potential can treat in one
+    continuous batch; fill in its result, its ensemble spread (Ensembles only) and notes on
+    step limits and divergence. The others stay failed, with the reason as a note."""
     from force2geo.pretrained import uncertainty
     from force2geo.relax import potential_force_fn, relax_iter
 
-    todo = [m for m in molecules if m.candidate.ok]
+    todo = []
+    for m in (m for m in molecules if m.candidate.ok):
+        reason = screen(*m.candidate.molecule.start, potential)
+        if reason is None:
+            todo.append(m)
+        else:
+            m.notes.append(reason)
     starts = [m.candidate.molecule.start for m in todo]
     bar = tqdm(total=len(todo), unit="mol", desc="relax",
                disable=not config.progress or not sys.stderr.isatty())

@@ -59,6 +59,10 @@ def _model_section(facts: dict) -> list[str]:
              f"reference energy) in {facts['units']['energy']}; forces F = -dE/dx in "
              f"{facts['units']['forces']}; positions in {facts['units']['positions']}.",
              f"- Labels: {facts['level_of_theory'] or 'see training data'}."]
+    if model.get("elements"):
+        lines.append(f"- Elements it was trained on: {' '.join(model['elements'])}. relax, "
+                     "predict, evaluate and the ASE calculator refuse a molecule with any "
+                     "other (status failed, with the reason).")
     if model["ensemble"]:
         lines.append(f"- Ensemble of {len(model['files'])} members: the mean is the model; "
                      "the spread (energy_std eV, forces_std eV/Å) flags uncertain molecules.")

@@ -52,12 +52,21 @@ class Ensemble(nn.Module):
     """The mean of several :class:`~force2geo.models.Potential` members (at least two).
 
     The members see the same positions, so they share one dtype: members of different
-    dtypes are all cast to float64.
+    dtypes are all cast to float64. Its ``elements`` are those every member was trained
+    on (see :attr:`elements`).
     """
 
     def __init__(self, members: Sequence[Potential]):
         super().__init__()
         self.members = ensemble_members(members)
+
+    @property
+    def elements(self) -> tuple[int, ...] | None:
+        """The atomic numbers every member was trained on (the intersection of the
+        members' ``elements``; a member that does not record them restricts nothing);
+        None when no member records them."""
+        known = [set(m.elements) for m in self.members if m.elements is not None]
+        return tuple(sorted(set.intersection(*known))) if known else None
 
     def forward(self, batch: Batch) -> Tensor:
         """Mean total energy per system over the members, ``[n_systems]`` eV, float64."""

@@ -4,10 +4,11 @@ An exported file is a force2geo checkpoint (same ``format``, read by
 :func:`~force2geo.training.checkpoint.load_potential` and usable as ``force2geo train
 --init``) holding only what inference and provenance need: the backbone description, the
 weights in float32 (the EMA weights when the run kept an average; the reference energies
-stay float64), the training config (with ``dtype`` float32), units, the data fingerprint
-and counts, the last validation metrics, the step and epoch, and an ``export`` record
-(source file and its SHA-256, which weights, versions of training and export). No
-optimizer, scheduler, RNG or loader state: it cannot be resumed, and is ~3x smaller.
+stay float64), the training elements, the training config (with ``dtype`` float32),
+units, the data fingerprint and counts, the last validation metrics, the step and epoch,
+and an ``export`` record (source file and its SHA-256, which weights, versions of
+training and export). No optimizer, scheduler, RNG or loader state: it cannot be
+resumed, and is ~3x smaller.
 Property checkpoints of ``force2geo finetune`` are exported alike by
 :mod:`force2geo.pretrained.properties`.
 """
@@ -54,6 +55,7 @@ def inference_checkpoint(checkpoint: dict, name: str, source: dict,
         "model": checkpoint["model"],
         "model_state": state,
         "atom_refs": potential.atom_refs.detach().clone(),
+        "elements": None if potential.elements is None else list(potential.elements),
         "ema": None,
         "progress": {key: progress[key] for key in ("step", "epoch") if key in progress},
         "data": dict(checkpoint.get("data") or {}),

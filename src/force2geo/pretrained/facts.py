@@ -27,8 +27,13 @@ import torch
 from force2geo.atomic import file_sha256, write_text
 from force2geo.data.store import TrajectoryStore
 from force2geo.errors import InputError
+from force2geo.models import element_names
 from force2geo.pretrained.registry import read_registry, shipped_files
-from force2geo.training.checkpoint import load_checkpoint, potential_from_checkpoint
+from force2geo.training.checkpoint import (
+    checkpoint_elements,
+    load_checkpoint,
+    potential_from_checkpoint,
+)
 from force2geo.training.data import SnapshotLoader, split_trajectories
 from force2geo.training.metrics import MetricSums
 
@@ -190,12 +195,15 @@ def relaxation_facts(report_dir: str | os.PathLike) -> dict:
 def _model_facts(entry, checkpoints: list[dict]) -> dict:
     first = checkpoints[0]
     n_parameters = sum(p.numel() for p in potential_from_checkpoint(first).parameters())
+    known = [set(e) for e in map(checkpoint_elements, checkpoints) if e is not None]
+    elements = sorted(set.intersection(*known)) if known else None  # as an Ensemble's
     members = [{"file": f.file, "step": (c.get("progress") or {}).get("step"),
                 "seed": c["config"].get("seed"), "validation": c.get("metrics"),
                 "export": c.get("export")} for f, c in zip(entry.files, checkpoints,
                                                             strict=True)]
     return {"backbone": first["model"]["name"], "config": first["model"]["config"],
             "parameters": n_parameters, "dtype": first["config"].get("dtype"),
+            "elements": None if elements is None else element_names(elements).split(),
             "ensemble": entry.is_ensemble, "members": members,
             "files": [{"file": f.file, "sha256": f.sha256, "size": f.size}
                       for f in entry.files],

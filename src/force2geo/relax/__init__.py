@@ -2,7 +2,9 @@
 
 Many molecules are relaxed at once on one device (:func:`relax`, :func:`relax_iter`) with
 BFGS, L-BFGS or FIRE following ASE's semantics, with continuous batching within an atom
-budget and a per-molecule status (converged, step_limit, diverged). The optimizers work on
+budget and a per-molecule status (converged, step_limit, diverged; ``failed`` for a
+molecule :func:`screen` refuses: an element the model never saw, a non-finite coordinate,
+overlapping atoms). The optimizers work on
 a :class:`BatchState` and a force function, never on a trainer; :class:`PotentialCalculator`
 exposes the same potential to ASE. BFGS may start from a model Hessian of each start
 geometry (:func:`lindh_hessian`) instead of ASE's ``70 * I``; :mod:`force2geo.relax.shards`
@@ -32,6 +34,7 @@ from force2geo.relax.optimizers import (
     Optimizer,
     make_optimizer,
 )
+from force2geo.relax.screen import FAILED, screen
 from force2geo.relax.state import ATOM, SYSTEM, BatchState, Scope, concat
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "BFGS",
     "CONVERGED",
     "DIVERGED",
+    "FAILED",
     "FIRE",
     "INITIAL_HESSIANS",
     "LBFGS",
@@ -60,4 +64,5 @@ __all__ = [
     "potential_force_fn",
     "relax",
     "relax_iter",
+    "screen",
 ]

@@ -3,7 +3,8 @@
 A thin adapter: one molecule becomes a one-system :class:`~force2geo.models.Batch`, and
 energy (eV) and forces (eV/Å) come from :func:`~force2geo.models.energy_and_forces`, the
 same function the batched relaxation and training use. Periodic cells are not supported:
-the potentials are molecular.
+the potentials are molecular. A molecule with an element the model was not trained on, or
+a non-finite coordinate, raises a ValueError saying so (never numbers that mean nothing).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from force2geo.models import Batch, Potential, energy_and_forces
+from force2geo.models import Batch, Potential, energy_and_forces, unsupported_elements
 
 
 class PotentialCalculator(Calculator):
@@ -49,6 +50,11 @@ class PotentialCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         if self.atoms.pbc.any():
             raise ValueError("PotentialCalculator handles molecules only (no periodic cell)")
+        reason = unsupported_elements(self.potential, self.atoms.numbers)
+        if reason is None and not np.isfinite(self.atoms.positions).all():
+            reason = "non-finite coordinates"
+        if reason is not None:
+            raise ValueError(f"PotentialCalculator: {reason}")
         batch = Batch.from_arrays([self.atoms.numbers], [self.atoms.positions],
                                   dtype=self.dtype).to(self.device)
         energy, forces = energy_and_forces(self.potential, batch)

@@ -86,7 +86,9 @@ class RelaxResult:
     ``energy`` eV and ``forces [n_atoms, 3]`` eV/Å there, ``fmax`` eV/Å, ``n_steps``,
     ``status`` (converged, step_limit or diverged) and, when asked for, every evaluated
     geometry: ``trajectory`` = (positions ``[k, n_atoms, 3]``, energy ``[k]``, forces
-    ``[k, n_atoms, 3]``) with ``k = n_steps + 1``."""
+    ``[k, n_atoms, 3]``) with ``k = n_steps + 1``. A molecule that was never relaxed
+    (:func:`force2geo.relax.screen.failed_result`) has status ``failed`` and a
+    ``reason``."""
 
     index: int
     atomic_numbers: np.ndarray
@@ -97,6 +99,7 @@ class RelaxResult:
     n_steps: int
     status: str
     trajectory: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    reason: str = ""
 
     @property
     def converged(self) -> bool:

@@ -8,8 +8,10 @@ settings truncates them to the recorded sizes (dropping a half-written record) a
 after the last complete molecule. At the end the partial files are renamed into place.
 
 Each output record carries the input record's own keys (extxyz info or SD properties) plus
-``converged``, ``n_steps``, ``fmax`` (eV/Å), ``energy`` (eV) and ``status``. An input key
-with one of these names is kept as ``input_<key>``. (ASE's extxyz reader moves ``energy``
+``converged``, ``n_steps``, ``fmax`` (eV/Å), ``energy`` (eV) and ``status``. A molecule that
+was not relaxed (status ``failed``, :mod:`force2geo.relax.screen`) keeps its input geometry
+and has a ``reason`` instead of ``fmax``, ``energy`` and forces. An input key with one of
+these names is kept as ``input_<key>``. (ASE's extxyz reader moves ``energy``
 from ``atoms.info`` into ``atoms.calc.results``; the file holds it as a frame key.)
 """
 
@@ -27,8 +29,9 @@ from ase import Atoms
 from force2geo.errors import InputError
 from force2geo.relax.engine import RelaxResult
 from force2geo.relax.inputs import StartMolecule
+from force2geo.relax.screen import FAILED
 
-RESULT_KEYS = ("converged", "n_steps", "fmax", "energy", "status")
+RESULT_KEYS = ("converged", "n_steps", "fmax", "energy", "status", "reason")
 FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".sdf": "sdf"}
 
 
@@ -41,20 +44,26 @@ def output_format(path: str | os.PathLike) -> str:
 
 
 def result_info(molecule: StartMolecule, result: RelaxResult) -> dict:
-    """The input record's keys (renamed ``input_<key>`` where they clash) + the result's."""
+    """The input record's keys (renamed ``input_<key>`` where they clash) + the result's
+    (a failed molecule's ``reason`` instead of numbers it does not have)."""
     info = {}
     for key, value in molecule.info.items():
         info[f"input_{key}" if key in RESULT_KEYS else key] = value
+    if result.status == FAILED:
+        info.update(converged=False, n_steps=0, status=result.status, reason=result.reason)
+        return info
     info.update(converged=result.converged, n_steps=int(result.n_steps),
                 fmax=float(result.fmax), energy=float(result.energy), status=result.status)
     return info
 
 
 def extxyz_record(molecule: StartMolecule, result: RelaxResult) -> str:
-    """One extxyz frame: final geometry, its forces (eV/Å) and :func:`result_info`."""
+    """One extxyz frame: final geometry, its forces (eV/Å; none for a failed molecule)
+    and :func:`result_info`."""
     atoms = Atoms(numbers=result.atomic_numbers, positions=result.positions)
     atoms.info.update(_plain(result_info(molecule, result)))
-    atoms.arrays["forces"] = np.asarray(result.forces, dtype=np.float64)
+    if result.status != FAILED:
+        atoms.arrays["forces"] = np.asarray(result.forces, dtype=np.float64)
     text = io.StringIO()
     ase.io.write(text, atoms, format="extxyz")
     return text.getvalue()
@@ -79,7 +88,12 @@ def sdf_record(molecule: StartMolecule, result: RelaxResult) -> str:
     from rdkit import Chem
     from rdkit.Geometry import Point3D
 
-    mol = Chem.Mol(molecule.mol) if molecule.mol is not None else _mol_from_geometry(result)
+    if molecule.mol is not None:
+        mol = Chem.Mol(molecule.mol)
+    elif result.status == FAILED:  # its geometry is no ground for perceiving bonds
+        mol = _atoms_only(result.atomic_numbers)
+    else:
+        mol = _mol_from_geometry(result)
     if mol.GetNumConformers() == 0:
         mol.AddConformer(Chem.Conformer(mol.GetNumAtoms()), assignId=True)
     conformer = mol.GetConformer()
@@ -108,6 +122,16 @@ def _sd_value(value) -> str:
     return str(value)
 
 
+def _atoms_only(atomic_numbers: np.ndarray):
+    """An RDKit molecule of these atoms and no bonds."""
+    from rdkit import Chem
+
+    mol = Chem.RWMol()
+    for z in atomic_numbers:
+        mol.AddAtom(Chem.Atom(int(z)))
+    return mol.GetMol()
+
+
 def _mol_from_geometry(result: RelaxResult):
     """An RDKit molecule with bonds perceived from interatomic distances (no orders)."""
     from rdkit import Chem
@@ -124,7 +148,10 @@ def _mol_from_geometry(result: RelaxResult):
 
 def trajectory_records(index: int, molecule: StartMolecule, result: RelaxResult) -> str:
     """All evaluated geometries of one relaxation as extxyz frames (input ``index``,
-    ``step``, ``energy`` eV, ``forces`` eV/Å, and the input's ``name`` when it has one)."""
+    ``step``, ``energy`` eV, ``forces`` eV/Å, and the input's ``name`` when it has one);
+    none for a molecule that was not relaxed."""
+    if result.trajectory is None:
+        return ""
     positions, energy, forces = result.trajectory
     text = io.StringIO()
     for k in range(len(energy)):

@@ -8,7 +8,9 @@ code from the file. Keys:
 ``format``, ``format_version``, ``force2geo_version``, ``torch_version``, ``units``;
 ``config`` (the :class:`~force2geo.training.config.TrainConfig` as a dict); ``model``
 (backbone ``name`` and its full ``config``); ``model_state`` (the Potential's weights);
-``atom_refs`` (``[119]`` eV float64, index = atomic number); ``ema`` (or None);
+``atom_refs`` (``[119]`` eV float64, index = atomic number); ``elements`` (the atomic
+numbers of the training data, ascending; older files lack it, see
+:func:`checkpoint_elements`); ``ema`` (or None);
 ``optimizer``; ``scheduler``; ``rng`` (torch, CUDA, numpy, python); ``loader`` (position);
 ``progress`` (step, epoch, best metric, ...); ``data`` (store path and fingerprint,
 snapshot counts); ``metrics`` (the last validation metrics, or None).
@@ -26,7 +28,7 @@ import torch
 
 from force2geo import __version__
 from force2geo.errors import InputError
-from force2geo.models import MODELS, Potential, build_backbone, fairchem
+from force2geo.models import MODELS, Potential, build_backbone, elements_from_refs, fairchem
 from force2geo.units import UNITS
 
 FORMAT = "force2geo-checkpoint"
@@ -87,6 +89,7 @@ def make_checkpoint(*, config, potential: Potential, optimizer, scheduler, ema, 
         "model": model_description(config.model, config.model_config),
         "model_state": potential.state_dict(),
         "atom_refs": potential.atom_refs.detach().cpu().clone(),
+        "elements": None if potential.elements is None else list(potential.elements),
         "ema": None if ema is None else ema.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -138,12 +141,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return checkpoint
 
 
+def checkpoint_elements(checkpoint: dict) -> tuple[int, ...] | None:
+    """The atomic numbers a checkpoint's model was trained on: its ``elements`` record, or,
+    in a file written before checkpoints recorded them, the elements with a non-zero
+    reference energy (the fit gives 0 to elements absent from the training data; None
+    when all are 0)."""
+    if "elements" in checkpoint:
+        elements = checkpoint["elements"]
+        return None if elements is None else tuple(int(z) for z in elements)
+    return elements_from_refs(checkpoint["atom_refs"])
+
+
 def potential_from_checkpoint(checkpoint: dict, use_ema: bool = True) -> Potential:
     """The Potential a checkpoint describes, with its weights (the EMA weights when the
-    run kept an average and ``use_ema``), in the run's dtype, on the CPU, in eval mode."""
+    run kept an average and ``use_ema``) and training elements, in the run's dtype, on
+    the CPU, in eval mode."""
     description = checkpoint["model"]
     backbone = build_backbone(description["name"], **description["config"])
-    potential = Potential(backbone, checkpoint["atom_refs"])
+    potential = Potential(backbone, checkpoint["atom_refs"], checkpoint_elements(checkpoint))
     dtype = DTYPES[checkpoint["config"]["dtype"]]
     potential = potential.to(dtype)
     ema = checkpoint.get("ema")

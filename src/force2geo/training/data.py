@@ -47,6 +47,29 @@ def snapshot_sizes(store: TrajectoryStore, indices: np.ndarray | None = None) ->
     return sizes
 
 
+def snapshot_elements(store: TrajectoryStore, indices: np.ndarray) -> tuple[int, ...]:
+    """The atomic numbers present in the snapshots ``indices``, ascending: read from each
+    shard's element column, one shard at a time (no coordinates are read)."""
+    from force2geo.data.store import concat_ranges
+
+    indices = np.asarray(indices, dtype=np.int64)
+    seen = np.zeros(256, dtype=bool)  # the store keeps atomic numbers as uint8
+    start = 0
+    for s in range(store.n_shards):
+        shard = store.shard(s)
+        end = start + shard.snap_traj.shape[0]
+        local = indices[(indices >= start) & (indices < end)] - start
+        start = end
+        if not local.size:
+            continue
+        trajectories = np.unique(np.asarray(shard.snap_traj)[local].astype(np.int64))
+        offsets = np.asarray(shard.traj_atom_offset)
+        rows = concat_ranges(offsets[trajectories], offsets[trajectories + 1]
+                             - offsets[trajectories])
+        seen[np.asarray(shard.atomic_numbers)[rows]] = True
+    return tuple(int(z) for z in np.flatnonzero(seen))
+
+
 def split_trajectories(store: TrajectoryStore, split: str | None,
                        fractions=(0.8, 0.1, 0.1), seed: int = 42) -> dict[str, np.ndarray]:
     """Trajectory indices per part: from the split file ``split`` (checked against the
