@@ -5,23 +5,25 @@ import json
 
 import numpy as np
 import pytest
+from ase.io import read
 
 from force2geo.active import ActiveConfig, active_learn, read_labels
 from force2geo.data.store import TrajectoryStore
 from force2geo.errors import InputError
 from force2geo.qc.engines import XTBEngine
 from force2geo.qc.generate import generate
+from force2geo.qc.geometries import geometry_key
 from force2geo.qc.molecules import Molecule
 from force2geo.qc.protocol import ProtocolConfig
 from force2geo.training import TrainConfig, fit, load_checkpoint
 
 POOL = {"ethanol": "CCO", "acetamide": "CC(N)=O", "methylamine": "CN",
-        "acetonitrile": "CC#N"}
+        "acetonitrile": "CC#N", "methanol": "CO", "formamide": "NC=O"}
 
 
 @pytest.fixture(scope="module")
 def pool_and_model(tmp_path_factory):
-    """A 4-molecule xTB store (ETKDG -> loose MMFF -> xTB) and a tiny PaiNN trained on it."""
+    """A 6-molecule xTB store (ETKDG -> loose MMFF -> xTB) and a tiny PaiNN trained on it."""
     root = tmp_path_factory.mktemp("active")
     molecules = [Molecule(name, smiles) for name, smiles in POOL.items()]
     generate(molecules, root / "pool", ProtocolConfig(mmff_fmax=3.0), workers=1,
@@ -36,7 +38,7 @@ def pool_and_model(tmp_path_factory):
 
 def config_for(pool, model, out, **changes):
     options = dict(model=str(model), pool=str(pool), base=str(pool), output=str(out),
-                   rounds=2, molecules=1, replay=2, train_steps=2, batch_size=4,
+                   rounds=2, molecules=2, replay=2, train_steps=2, batch_size=4,
                    relax_steps=20, workers=1)
     return ActiveConfig(**{**options, **changes})
 
@@ -49,13 +51,22 @@ def test_two_rounds_label_the_ends_and_fine_tune_from_the_previous_model(pool_an
     rounds = record["rounds"]
     assert [r["round"] for r in rounds] == [1, 2]
     assert rounds[1]["model_in"] == rounds[0]["model_out"] != str(model)
-    for entry in rounds:
-        # one molecule, two starts: two ends, and the raw ETKDG start has no xTB energy yet
-        assert entry["relaxations"] == 2 and entry["oracle_calls"] == {"endpoints": 3}
+    for k, entry in enumerate(rounds, start=1):
+        # two molecules, two starts: four ends, and the raw ETKDG starts have no xTB energy;
+        # a geometry met twice (a start already converged) is labelled once
+        assert entry["relaxations"] == 4
+        frames = read(out / f"round-{k:02d}" / "endpoints.extxyz", index=":")
+        assert len(frames) == 6
+        unique = {geometry_key(a.numbers, a.positions, 0) for a in frames}
+        assert entry["oracle_calls"] == {"endpoints": len(unique)}
         metrics = entry["metrics_before"]
         assert set(metrics) == {"xtb:first", "etkdg:first", "all"}
-        assert metrics["all"]["n_scored"] == 2 and np.isfinite(metrics["all"]["pct_T"])
-    assert record["final"]["oracle_calls"] == {"endpoints": 3}
+        assert metrics["all"]["n_scored"] == 4 and np.isfinite(metrics["all"]["pct_T"])
+    names = {t.name.split("@")[1] for t in
+             TrajectoryStore(out / "round-01" / "labels").trajectories()}
+    assert names <= {"etkdg:first#end", "etkdg:first#start", "xtb:first#end"}
+    assert "xtb:first#end" in names and "etkdg:first#start" in names
+    assert 4 <= record["final"]["oracle_calls"]["endpoints"] <= 6
     # the labels are the oracle's: recompute one end directly
     labels = TrajectoryStore(out / "round-01" / "labels")
     traj = next(t for t in labels.trajectories() if t.name.endswith("#end"))
@@ -65,7 +76,9 @@ def test_two_rounds_label_the_ends_and_fine_tune_from_the_previous_model(pool_an
         pytest.approx(direct.energy, abs=1e-6)
     # round 2 trains on the replay and both rounds' labels; its run started from round 1
     replay = TrajectoryStore(out / "replay").n_snapshots
-    assert rounds[1]["train_snapshots"] == replay + 6
+    labelled = sum(TrajectoryStore(out / f"round-{k:02d}" / "labels").n_snapshots
+                   for k in (1, 2))
+    assert rounds[1]["train_snapshots"] == replay + labelled
     assert load_checkpoint(rounds[1]["model_out"])["config"]["init"] == rounds[0]["model_out"]
     saved = json.loads((out / "active_learn.json").read_text())
     assert saved["rounds"] == rounds
@@ -81,12 +94,12 @@ def test_random_selection_labels_one_drawn_step_besides_the_scored_ends(pool_and
     record = active_learn(config_for(pool, model, tmp_path / "al", rounds=1, select="random",
                                      starts=("xtb:first",)))
     entry = record["rounds"][0]
-    assert entry["oracle_calls"] == {"endpoints": 1, "selected": 1}
+    assert entry["oracle_calls"] == {"endpoints": 2, "selected": 2}
     names = [t.name for t in TrajectoryStore(tmp_path / "al" / "round-01" / "labels")
              .trajectories()]
-    assert len(names) == 1 and names[0].endswith("@xtb:first#pick")
+    assert len(names) == 2 and all(n.endswith("@xtb:first#pick") for n in names)
     ends = TrajectoryStore(tmp_path / "al" / "round-01" / "endpoints")
-    assert ends.n_snapshots == 1
+    assert ends.n_snapshots == 2
 
 
 def test_bad_settings_are_refused():

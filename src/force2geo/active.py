@@ -64,7 +64,9 @@ class ActiveConfig:
     Per round ``molecules`` are drawn and relaxed from each of ``starts``
     (``STAGE:first|last``). Fine-tuning: ``train_steps`` optimizer steps of
     ``batch_size`` at ``lr`` (cosine to 10 %), energy/force weights ``lambda_e``/
-    ``lambda_f``, on the stages ``train_stages`` (the oracle label stage is added).
+    ``lambda_f``, on the stages ``train_stages`` (the oracle label stage is added); labels
+    whose largest oracle force exceeds ``max_label_force`` eV/Å (a blown-up end point)
+    are kept out of training, where one would dominate the squared force loss.
     """
 
     model: str
@@ -89,6 +91,7 @@ class ActiveConfig:
     lambda_f: float = 10.0
     fmax: float = 0.05
     relax_steps: int = 300
+    max_label_force: float = 20.0
     workers: int = 0
     seed: int = 0
     threads: int | None = None
@@ -182,11 +185,7 @@ def build_replay(config: ActiveConfig, target: Path) -> int:
             ks = [k for k, s in enumerate(traj.stages) if s in config.train_stages]
             if not ks:
                 continue
-            keep = sorted(set(ks[::config.replay_every]) | {ks[-1]})
-            writer.add(Trajectory(traj.atomic_numbers, traj.positions[keep],
-                                  traj.energy[keep], traj.forces[keep],
-                                  [traj.stages[k] for k in keep], traj.charge, traj.cid,
-                                  traj.smiles, traj.inchikey, traj.name, traj.properties))
+            writer.add(_subset(traj, sorted(set(ks[::config.replay_every]) | {ks[-1]})))
     os.replace(tmp, target)
     return TrajectoryStore(target).n_snapshots
 
@@ -217,7 +216,7 @@ def relax_pool(config: ActiveConfig, model: str, pool: TrajectoryStore,
     results = relax(potential_force_fn(potential),
                     [(t.atomic_numbers, t.positions[k]) for t, _, k, _, _ in jobs], relax_config)
     out = []
-    for (traj, start, _, e0, e_gt), result in zip(jobs, results):
+    for (traj, start, _, e0, e_gt), result in zip(jobs, results, strict=True):
         out.append(Relaxation(traj.name, start, traj.atomic_numbers,
                               traj.charge, result.trajectory[0], result.status,
                               result.n_steps, e0, e_gt,
@@ -234,11 +233,11 @@ def write_frames(path: Path, relaxations: list[Relaxation], frames: list[int],
     from ase.io import write
 
     images = []
-    for r, k in zip(relaxations, frames):
+    for r, k in zip(relaxations, frames, strict=True):
         wanted = [(role, k)] + ([("start", 0)] if with_start and not np.isfinite(r.e0) else [])
-        for role, frame in wanted:
+        for kind, frame in wanted:
             atoms = Atoms(numbers=r.atomic_numbers, positions=r.path[frame])
-            atoms.info.update(name=f"{r.key}#{role}", charge=r.charge, smiles=r.meta["smiles"],
+            atoms.info.update(name=f"{r.key}#{kind}", charge=r.charge, smiles=r.meta["smiles"],
                               inchikey=r.meta["inchikey"])
             images.append(atoms)
     tmp = path.with_name(path.name + ".partial")
@@ -309,11 +308,27 @@ def _round_store(config: ActiveConfig, out: Path, round_no: int) -> Path:
     tmp = target.with_name("train.partial")
     with TrajectoryWriter(tmp, source="force2geo active-learn: replay + labels",
                           overwrite=True) as writer:
-        for source in sources:
+        if (sources[0] / "manifest.json").exists():
+            writer.extend(TrajectoryStore(sources[0]).trajectories())
+        for source in sources[1:]:
             if (source / "manifest.json").exists():
-                writer.extend(TrajectoryStore(source).trajectories())
+                for traj in TrajectoryStore(source).trajectories():
+                    keep = _tame(traj, config.max_label_force)
+                    if keep.any():
+                        writer.add(_subset(traj, np.flatnonzero(keep)))
     os.replace(tmp, target)
     return target
+
+
+def _tame(traj: Trajectory, cap: float) -> np.ndarray:
+    """``[n_snapshots]`` bool: largest atomic force at most ``cap`` eV/Å."""
+    return np.sqrt((traj.forces ** 2).sum(-1)).max(-1) <= cap
+
+
+def _subset(traj: Trajectory, keep) -> Trajectory:
+    return Trajectory(traj.atomic_numbers, traj.positions[keep], traj.energy[keep],
+                      traj.forces[keep], [traj.stages[k] for k in keep], traj.charge,
+                      traj.cid, traj.smiles, traj.inchikey, traj.name, traj.properties)
 
 
 def fine_tune(config: ActiveConfig, init: str, store: Path, run_dir: Path) -> str:

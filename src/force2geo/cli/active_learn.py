@@ -63,6 +63,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--lambda-f", type=float, default=10.0)
     parser.add_argument("--fmax", type=float, default=0.05, help="relaxation fmax, eV/Å")
     parser.add_argument("--relax-steps", type=int, default=300)
+    parser.add_argument("--max-label-force", type=float, default=20.0,
+                        help="labels with a larger oracle force (eV/Å) stay out of training")
     parser.add_argument("--workers", type=int, default=0, help="oracle processes (0: all cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
