@@ -10,6 +10,7 @@ from shipped import store_batch
 
 from force2geo.models import energy_and_forces
 from force2geo.pretrained import Ensemble, uncertainty
+from force2geo.pretrained.ensemble import calibrate_flag
 from force2geo.relax import potential_force_fn
 from force2geo.training.checkpoint import load_potential
 
@@ -72,3 +73,42 @@ def test_one_molecule_uncertainty_and_the_relaxation_force_function(members, sto
 def test_an_ensemble_needs_two_members(members):
     with pytest.raises(ValueError, match="at least 2"):
         Ensemble(members[:1])
+
+
+def test_first_member_drives_and_the_others_score_the_end(members, store_path):
+    """drive='first': the relaxation's energy and forces are member 0's alone (one
+    evaluation per step); the spread at the end still comes from every member, and a
+    calibrated threshold turns it into the 'uncertain' flag."""
+    batch = store_batch(store_path, torch.float64)
+    driven = Ensemble(members, drive="first", flag_forces_std=1e-9)
+    energy, forces = energy_and_forces(driven, batch)
+    first_e, first_f = energy_and_forces(members[0], batch)
+    torch.testing.assert_close(energy, first_e, rtol=0, atol=0)
+    torch.testing.assert_close(forces, first_f, rtol=0, atol=0)
+    n = int((batch.system_idx == 0).sum())
+    z, positions = batch.atomic_numbers[:n].numpy(), batch.positions[:n].numpy()
+    flags = uncertainty(driven, z, positions)
+    assert flags["forces_std"] == pytest.approx(uncertainty(Ensemble(members), z,
+                                                            positions)["forces_std"])
+    assert flags["uncertain"] is True
+    assert uncertainty(Ensemble(members, flag_forces_std=1e9), z, positions)["uncertain"] \
+        is False
+    with pytest.raises(ValueError, match="drive"):
+        Ensemble(members, drive="vote")
+    with pytest.raises(ValueError, match="flag_forces_std"):
+        Ensemble(members, flag_forces_std=0.0)
+
+
+def test_calibrated_flag_catches_bad_results_within_its_false_alarm_budget():
+    """Good results' spreads 0.01..0.10, bad ones 0.05..0.50: the threshold is the good
+    spreads' 80 % quantile, so 2 of 10 good ones and every bad one above it are flagged."""
+    good = np.linspace(0.01, 0.10, 10)
+    bad = np.linspace(0.05, 0.50, 10)
+    result = calibrate_flag(np.concatenate([good, bad, [np.nan]]),
+                            [False] * 10 + [True] * 10 + [True], max_false_alarm=0.2)
+    assert result["flag_forces_std"] == pytest.approx(0.08)
+    assert result["false_alarm"] == pytest.approx(0.2)
+    assert result["catch"] == pytest.approx((bad > 0.08).mean())
+    assert (result["n_good"], result["n_bad"]) == (10, 10)  # the NaN spread is left out
+    with pytest.raises(ValueError, match="good"):
+        calibrate_flag([0.1, 0.2], [True, True])

@@ -10,6 +10,7 @@ import torch
 from shipped import ship
 
 from force2geo.cli.main import main
+from force2geo.evaluate.report import read_rows
 from force2geo.models import Batch, energy_and_forces
 from force2geo.pretrained import DEFAULT, Ensemble, load_pretrained
 from force2geo.pretrained.__main__ import main as pretrained_main
@@ -81,3 +82,42 @@ def test_export_command_registers_an_ensemble(weights, ema_run, plain_run, capsy
     assert pretrained_main(["export", str(weights / "nowhere"), "--folder",
                             str(weights)]) == 1
     assert "no such checkpoint file or run folder" in capsys.readouterr().err
+
+
+def test_exported_drive_and_calibrated_flag_reach_relax(weights, ema_run, plain_run,
+                                                        store_path, tmp_path, capsys):
+    """export --drive first registers the setting; calibrate reads an evaluate relax run of
+    the ensemble (its forces_std per molecule) and registers the threshold with its catch
+    rate; relax then writes the flag per molecule."""
+    assert pretrained_main(["export", str(ema_run), str(plain_run), "--name", "pair",
+                            "--folder", str(weights), "--drive", "first"]) == 0
+    ensemble = load_pretrained("pair", dtype=torch.float64)
+    assert ensemble.drive == "first" and ensemble.flag_forces_std is None
+    report = tmp_path / "eval"
+    # --steps 0: c_T = c_0, never above the start, so the residuals decide good and bad
+    assert main(["evaluate", "relax", "--model", "pair", "--data", str(store_path), "--k", "8",
+                 "--steps", "0", "--workers", "1", "-o", str(report), "--no-progress"]) == 0
+    rows = read_rows(report)
+    residuals = sorted(r["e_res_kcal"] for r in rows)
+    middle = f"{(residuals[3] + residuals[4]) / 2:.6f}"
+    n_bad = sum(r["diverged"] or r["e_res_kcal"] > float(middle) for r in rows)
+    assert 4 <= n_bad < 8  # (E_T may exceed E_0 by float32 rounding: diverged, bad)
+    assert pretrained_main(["calibrate", "--name", "pair", "--folder", str(weights),
+                            "--evaluation", str(report), "--max-false-alarm", "0.5",
+                            "--bad-kcal=-1e9"]) == 1  # every result is bad: no good ones
+    assert "at least one good" in capsys.readouterr().err
+    assert pretrained_main(["calibrate", "--name", "pair", "--folder", str(weights),
+                            "--evaluation", str(report), "--max-false-alarm", "0.5",
+                            "--bad-kcal", middle]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["n_good"], result["n_bad"]) == (8 - n_bad, n_bad)
+    assert result["false_alarm"] <= 0.5
+    entry = json.loads((weights / "registry.json").read_text())["models"]["pair"]
+    assert entry["ensemble"]["drive"] == "first"
+    assert entry["ensemble"]["flag_forces_std"] == result["flag_forces_std"] > 0
+    assert entry["ensemble"]["calibration"]["false_alarm"] <= 0.5
+    code, relaxed = relax(tmp_path, "--model", "pair")
+    assert code == 0
+    threshold = load_pretrained("pair").flag_forces_std
+    for atoms in ase.io.read(relaxed, index=":"):
+        assert atoms.info["uncertain"] == (atoms.info["forces_std"] > threshold)

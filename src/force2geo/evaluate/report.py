@@ -44,8 +44,11 @@ COLUMNS = (
     "trajectory", "name", "smiles", "n_atoms", "mlip_status", "mlip_reason", "mlip_steps",
     "mlip_fmax", "mlip_energy", "gt_source", "oracle_gt_steps", "e0", "e_t", "e_gt",
     "oracle_fmax0", "oracle_fmax_t", "oracle_fmax_gt", "scored", "pct", "e_res_kcal",
-    "success", "diverged", "fwt", "rmsd_heavy", "oracle_errors",
+    "success", "diverged", "fwt", "rmsd_heavy", "energy_std", "forces_std", "uncertain",
+    "oracle_errors",
 )
+BOOL_COLUMNS = ("scored", "success", "diverged", "fwt", "uncertain")
+TEXT_COLUMNS = ("name", "smiles", "mlip_status", "mlip_reason", "gt_source", "oracle_errors")
 
 
 def read_json(path: Path) -> dict:
@@ -81,8 +84,36 @@ def molecule_rows(cases, mlip: dict[int, dict], oracle: dict[int, dict]) -> list
             "e0": number(o["e0"]), "e_t": number(o["e_t"]), "e_gt": number(o["e_gt"]),
             "oracle_fmax0": number(o["fmax0"]), "oracle_fmax_t": number(o["fmax_t"]),
             "oracle_fmax_gt": number(o["fmax_gt"]), "rmsd_heavy": rmsd,
+            "energy_std": m.get("energy_std"), "forces_std": m.get("forces_std"),
+            "uncertain": m.get("uncertain"),
             "oracle_errors": "; ".join(f"{k}: {v}" for k, v in o["errors"].items()),
         })
+    return rows
+
+
+def read_rows(folder: str | Path) -> list[dict]:
+    """The rows of a report's ``molecules.csv``, typed back: numbers (None when empty),
+    booleans, text."""
+    path = Path(folder) / CSV_NAME
+    try:
+        with open(path, newline="") as handle:
+            raw = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise InputError(path, f"cannot read the evaluation's molecules ({exc}); is it a "
+                         "finished force2geo evaluate relax folder?") from None
+    rows = []
+    for record in raw:
+        row = {}
+        for key, text in record.items():
+            if key in TEXT_COLUMNS:
+                row[key] = text
+            elif text in ("", "None"):
+                row[key] = None
+            elif key in BOOL_COLUMNS:
+                row[key] = text == "True"
+            else:
+                row[key] = float(text)
+        rows.append(row)
     return rows
 
 
@@ -124,7 +155,23 @@ def summarize(rows: list[dict], thresholds: dict) -> dict:
         "oracle_failures": sum(bool(r["oracle_errors"]) for r in rows),
         "references_made_by_oracle": sum(r["gt_source"] == "oracle" for r in rows),
         "paper_table3": dict(PAPER_TABLE3),
+        "forces_std_eV_per_A": _stats([r.get("forces_std") for r in scored
+                                       if r.get("forces_std") is not None]),
+        "uncertainty_flag": _flag_stats(scored),
     }
+
+
+def _flag_stats(scored: list[dict]) -> dict | None:
+    """How a calibrated ensemble's ``uncertain`` flag did: flagged molecules, and the share
+    of bad results (not a success) it flagged (catch) and of good ones (false alarm)."""
+    rows = [r for r in scored if r.get("uncertain") is not None]
+    if not rows:
+        return None
+    bad = np.array([not r["success"] for r in rows])
+    flagged = np.array([bool(r["uncertain"]) for r in rows])
+    return {"n": len(rows), "flagged": int(flagged.sum()), "n_bad": int(bad.sum()),
+            "catch": float(flagged[bad].mean()) if bad.any() else None,
+            "false_alarm": float(flagged[~bad].mean()) if (~bad).any() else None}
 
 
 def _cell(value) -> str:

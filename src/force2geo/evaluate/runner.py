@@ -128,6 +128,7 @@ def _relax_missing(cases: list[Case], cache: JsonlCache, potential, config: Rela
     there, so the metrics count it as diverged."""
     from tqdm import tqdm
 
+    from force2geo.pretrained.ensemble import uncertainty
     from force2geo.relax import potential_force_fn, relax_iter
     from force2geo.relax.screen import FAILED, screen
 
@@ -148,10 +149,11 @@ def _relax_missing(cases: list[Case], cache: JsonlCache, potential, config: Rela
         bar.update(1)
     starts = [(case.atomic_numbers, case.c0) for case in relax]
     for result in relax_iter(potential_force_fn(potential), starts, config, device=device):
+        spread = uncertainty(potential, result.atomic_numbers, result.positions, device)
         cache.add({"trajectory": relax[result.index].trajectory,
                    "positions": result.positions.tolist(), "energy": float(result.energy),
                    "fmax": float(result.fmax), "n_steps": int(result.n_steps),
-                   "status": result.status})
+                   "status": result.status, **spread})
         bar.update(1)
     bar.close()
 

@@ -74,7 +74,9 @@ class Entry:
     """A shipped model: its ``files`` (several: an ensemble), what it is (``description``),
     the ``level_of_theory`` of its training labels, ``units`` of its outputs, ``license``,
     the file name of its model ``card`` (None until one is written) and its ``kind``
-    (:data:`KINDS`: ``mlip`` a potential, ``property`` a property model)."""
+    (:data:`KINDS`: ``mlip`` a potential, ``property`` a property model). An ensemble's
+    ``ensemble`` settings (``drive``, ``flag_forces_std``) are passed to
+    :class:`~force2geo.pretrained.Ensemble` when it is loaded by name."""
 
     name: str
     files: tuple[WeightFile, ...]
@@ -84,6 +86,7 @@ class Entry:
     license: str = "MIT"
     card: str | None = None
     kind: str = "mlip"
+    ensemble: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -220,7 +223,7 @@ def load_pretrained(name: str | None = None, device: str | torch.device = "cpu",
     :class:`~force2geo.models.Potential`, or an :class:`~force2geo.pretrained.Ensemble`
     when it has several files; in eval mode on ``device``, in ``dtype`` (default: the
     stored float32). Raises :class:`InputError` saying what to do when none is shipped."""
-    return _load(shipped_files(name, folder), device, dtype)
+    return _load(shipped_files(name, folder), device, dtype, ensemble_settings(name, folder))
 
 
 def resolve_model(spec: str | os.PathLike | Sequence | None = None,
@@ -238,17 +241,33 @@ def resolve_model(spec: str | os.PathLike | Sequence | None = None,
         if not spec:
             raise InputError("model", "an empty list of models")
         paths = [p for item in spec for p in model_files(item, folder)]
+        settings = {}
     else:
         paths = model_files(spec, folder)
-    return _load(paths, device, dtype)
+        settings = {} if spec is not None and Path(spec).exists() else \
+            ensemble_settings(spec, folder)
+    return _load(paths, device, dtype, settings)
 
 
-def _load(paths: list[Path], device, dtype):
+def ensemble_settings(name: str | None = None, folder: str | os.PathLike | None = None
+                      ) -> dict:
+    """The registered ``ensemble`` settings of shipped model ``name`` (default
+    :data:`DEFAULT`); {} when it has none."""
+    folder = Path(folder or weights_dir())
+    entry = read_registry(folder).get(name or DEFAULT)
+    return dict(entry.ensemble) if entry is not None else {}
+
+
+def _load(paths: list[Path], device, dtype, settings: dict | None = None):
     from force2geo.pretrained.ensemble import Ensemble
     from force2geo.training.checkpoint import load_potential
 
     members = [load_potential(p, device=device, dtype=dtype) for p in paths]
-    return members[0] if len(members) == 1 else Ensemble(members).eval()
+    if len(members) == 1:
+        return members[0]
+    settings = settings or {}
+    return Ensemble(members, drive=settings.get("drive", "mean"),
+                    flag_forces_std=settings.get("flag_forces_std")).eval()
 
 
 def model_identity(spec: str | os.PathLike | Sequence | None = None) -> dict:
