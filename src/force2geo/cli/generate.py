@@ -22,7 +22,10 @@ within --min-heavy..--max-heavy heavy atoms, deduplicated by InChIKey).
 Rerunning on the same STORE resumes: molecules already stored or listed in
 STORE/failures.jsonl are skipped. Failures (with stage and reason) go to
 STORE/failures.jsonl; the run record (config, versions, counts, timing) to
-STORE/generate.json."""
+STORE/generate.json.
+
+For a cluster job array, give each task --shard I/N (I = 0..N-1) and its own STORE, then
+join the stores with `force2geo merge`."""
 
 
 def add_parser(subparsers) -> None:
@@ -40,6 +43,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--limit", type=int, default=None,
                         help="relax only this many molecules, sampled with --seed "
                         "(input order kept)")
+    parser.add_argument("--shard", metavar="I/N", default=None,
+                        help="relax only the I-th of N round-robin slices of the molecules "
+                        "(I from 0; after --limit), e.g. one per task of a job array")
     select = parser.add_argument_group("built-in set selection")
     select.add_argument("--elements", default="H,C,N,O,F,S,Cl",
                         help="allowed elements (comma list; any of H..Rn for GFN2-xTB)")
@@ -102,15 +108,17 @@ def build_configs(args):
 def run(args) -> int:
     from force2geo.qc.generate import FAILURES, generate
     from force2geo.qc.molecules import load
+    from force2geo.qc.shard import parse_shard
 
     config, selection = build_configs(args)
+    shard = parse_shard(args.shard)
     molecules = load(args.input, selection)
     if args.workers < 1:
         raise InputError("command line", f"--workers must be >= 1, got {args.workers}")
     stats = generate(molecules, args.output, config, workers=args.workers,
                      flush_every=args.flush_every, flush_seconds=args.flush_seconds,
                      retry_failed=args.retry_failed, progress=not args.no_progress,
-                     source=f"force2geo generate {args.input}")
+                     source=f"force2geo generate {args.input}", shard=shard)
     print(f"{args.output}: {stats.written} written, {stats.failed} failed, "
           f"{stats.skipped} already done, of {stats.requested}; {stats.wall_s:.1f} s, "
           f"{stats.molecules_per_hour:.0f} molecules/hour")

@@ -16,8 +16,9 @@ from force2geo import __version__
 from force2geo.errors import Force2GeoError
 
 # Sub-command modules, in the order ``force2geo --help`` lists them.
-COMMANDS = ("generate", "convert", "info", "split", "train", "active_learn", "relax",
-            "evaluate", "benchmark", "dataset", "finetune", "experiment", "predict")
+COMMANDS = ("generate", "label", "sample", "merge", "convert", "info", "split", "train",
+            "active_learn", "relax", "evaluate", "benchmark", "dataset", "finetune", "experiment",
+            "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:

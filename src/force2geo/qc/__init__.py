@@ -1,5 +1,8 @@
 """Quantum chemistry: engines (GFN2-xTB via tblite, DFT via PySCF, MMFF via RDKit), the
-relaxation protocol for one molecule, input molecules, and parallel trajectory generation.
+relaxation protocol for one molecule, input molecules, parallel trajectory generation
+(:mod:`~force2geo.qc.generate`), oracle labels for any geometries
+(:mod:`~force2geo.qc.label`), geometries sampled near minima (:mod:`~force2geo.qc.sample`),
+joining stores (:mod:`~force2geo.qc.merge`) and ``--shard I/N`` (:mod:`~force2geo.qc.shard`).
 
 Importing this package does not import tblite or PySCF; engines do when first built.
 """

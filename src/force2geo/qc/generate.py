@@ -35,6 +35,7 @@ from force2geo.qc.engines import QCError
 from force2geo.qc.molecules import Molecule
 from force2geo.qc.pool import single_threaded_pool
 from force2geo.qc.protocol import ProtocolConfig, relax_molecule
+from force2geo.qc.shard import shard_slice, shard_text
 
 log = logging.getLogger(__name__)
 
@@ -214,25 +215,28 @@ def _finish_record(record: dict, stats: GenerateStats) -> dict:
 def generate(molecules: Sequence[Molecule], store_path: str | os.PathLike,
              config: ProtocolConfig | None = None, workers: int | None = None,
              flush_every: int = 16, flush_seconds: float = 30.0, retry_failed: bool = False,
-             progress: bool = True, source: str | None = None) -> GenerateStats:
+             progress: bool = True, source: str | None = None,
+             shard: tuple[int, int] | None = None) -> GenerateStats:
     """Relax ``molecules`` with the protocol and append their trajectories to a store.
 
     ``workers`` processes (default: all cores) run one molecule each at a time, single
     threaded. Molecules already in the store or in ``failures.jsonl`` are skipped
     (``retry_failed`` runs the failed ones again). A store made with a different
-    ``config`` is refused. Returns counts and wall time.
+    ``config`` is refused. ``shard = (I, N)`` relaxes only the I-th round-robin slice
+    of ``molecules`` (:mod:`force2geo.qc.shard`). Returns counts and wall time.
     """
     store_path = Path(store_path)
     config = config or ProtocolConfig()
     workers = max(1, int(workers or os.cpu_count() or 1))
     started = time.time()
     _check_unique(molecules)
+    molecules = shard_slice(molecules, shard)
     _check_same_config(store_path, config)
     # The writer takes the store's lock first: a second generate on it fails here.
     writer = TrajectoryWriter(store_path, source=source or "force2geo generate").create()
     failures = None
     stats = GenerateStats(requested=len(molecules))
-    record = _start_record(config, workers, source)
+    record = {**_start_record(config, workers, source), "shard": shard_text(shard)}
     try:
         todo, stats.skipped = _todo(molecules, store_path, retry_failed)
         failures = _FailureLog(store_path / FAILURES)
