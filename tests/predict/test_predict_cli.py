@@ -60,6 +60,7 @@ def test_rows_in_input_order_with_failures_and_numbers(shipped, smi, tmp_path, c
         assert int(row["n_atoms"]) == n and row["smiles"]
         assert number(row["gap_eV"]) is not None and number(row["energy"]) < 0
         assert row["energy_std"] == row["forces_std"] == row["gap_eV_std"] == ""  # no ensembles
+        assert row["uncertain"] == ""
         if row["status"] == "converged":
             assert number(row["fmax"]) < 0.05
 
@@ -156,6 +157,7 @@ def test_repeated_models_make_ensembles(weights, mlip_runs, property_runs, smi, 
     for row in relaxed:
         assert number(row["energy_std"]) > 0 and number(row["forces_std"]) > 0
         assert number(row["gap_eV_std"]) > 0
+        assert row["uncertain"] == ""  # an ensemble of --model files has no calibrated flag
     record = json.loads((tmp_path / "pred.json").read_text())
     assert len(record["model"]["files"]) == len(record["property"]["files"]) == 2
     assert record["model"]["spec"] == [str(run) for run in mlip_runs]

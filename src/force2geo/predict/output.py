@@ -5,7 +5,8 @@
 ``name``, ``smiles``, ``n_atoms``, ``status`` (converged, step_limit, diverged, failed),
 ``reason`` (why it failed, or a note), ``start`` (etkdg, mmff or input), ``n_steps``,
 ``fmax`` eV/Å, ``energy`` eV, ``energy_std`` eV and ``forces_std`` eV/Å (a potential
-ensemble's spread; else empty), the property ``<target>_<unit>`` (e.g. ``gap_eV``) and
+ensemble's spread; else empty), ``uncertain`` (true/false: the spread is above the
+ensemble's calibrated flag threshold; empty without one), the property ``<target>_<unit>`` (e.g. ``gap_eV``) and
 ``<target>_<unit>_std`` (a property ensemble's spread; else empty). A number that does not
 exist for a molecule is an empty cell.
 
@@ -27,7 +28,7 @@ from force2geo.predict.pipeline import MoleculePrediction
 from force2geo.relax.output import extxyz_record, output_format, sdf_record
 
 FIXED = ("index", "name", "smiles", "n_atoms", "status", "reason", "start", "n_steps",
-         "fmax", "energy", "energy_std", "forces_std")
+         "fmax", "energy", "energy_std", "forces_std", "uncertain")
 UNITS = {"fmax": "eV/Å", "energy": "eV", "energy_std": "eV", "forces_std": "eV/Å"}
 DECIMALS = 6
 
@@ -65,6 +66,7 @@ def row(molecule: MoleculePrediction, target: str, unit: str = "eV") -> dict[str
         "energy": _number(r.energy if relaxed else None),
         "energy_std": _number(molecule.energy_std),
         "forces_std": _number(molecule.forces_std),
+        "uncertain": "" if molecule.uncertain is None else str(molecule.uncertain).lower(),
         column: _number(molecule.value), f"{column}_std": _number(molecule.value_std),
     }
 
@@ -86,6 +88,7 @@ def geometry_info(molecule: MoleculePrediction, target: str, unit: str = "eV") -
     c = molecule.candidate
     column = property_column(target, unit)
     extra = {"energy_std": molecule.energy_std, "forces_std": molecule.forces_std,
+             "uncertain": molecule.uncertain,
              column: molecule.value, f"{column}_std": molecule.value_std}
     return {**c.molecule.info, "index": molecule.index, "name": c.name, "smiles": c.smiles,
             "start": c.start, **{k: v for k, v in extra.items() if v is not None}}

@@ -69,14 +69,15 @@ class PredictConfig:
 class MoleculePrediction:
     """The answer for one input molecule (one CSV row): ``index`` in the input, its
     candidate, the relaxation ``result`` (None: not relaxed), the members' spread at the
-    final geometry (``energy_std`` eV, ``forces_std`` eV/Å; ensembles only), the
-    predicted property ``value`` eV and its ensemble spread ``value_std`` eV."""
+    final geometry (``energy_std`` eV, ``forces_std`` eV/Å; ensembles only) and whether it
+    is above a calibrated flag threshold (``uncertain``), the predicted property ``value`` eV and its ensemble spread ``value_std`` eV."""
 
     index: int
     candidate: Candidate
     result: RelaxResult | None = None
     energy_std: float | None = None
     forces_std: float | None = None
+    uncertain: bool | None = None
     value: float | None = None
     value_std: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -160,6 +161,7 @@ def relax_molecules(molecules: list[MoleculePrediction], potential: torch.nn.Mod
                                  dtype)  # {} unless an ensemble
             molecule.energy_std = spread.get("energy_std")
             molecule.forces_std = spread.get("forces_std")
+            molecule.uncertain = spread.get("uncertain")
         if result.status == STEP_LIMIT:
             molecule.notes.append(f"not converged in {result.n_steps} steps (fmax "
                                   f"{result.fmax:.3f} eV/Å > {config.relax.fmax:g})")
