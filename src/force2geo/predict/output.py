@@ -6,9 +6,9 @@
 ``reason`` (why it failed, or a note), ``start`` (etkdg, mmff or input), ``n_steps``,
 ``fmax`` eV/Å, ``energy`` eV, ``energy_std`` eV and ``forces_std`` eV/Å (a potential
 ensemble's spread; else empty), ``uncertain`` (true/false: the spread is above the
-ensemble's calibrated flag threshold; empty without one), the property ``<target>_<unit>`` (e.g. ``gap_eV``) and
-``<target>_<unit>_std`` (a property ensemble's spread; else empty). A number that does not
-exist for a molecule is an empty cell.
+ensemble's calibrated flag threshold; empty without one), the property
+``<target>_<unit>`` (e.g. ``gap_eV``) and ``<target>_<unit>_std`` (a property ensemble's
+spread; else empty). A number that does not exist for a molecule is an empty cell.
 
 Geometries (extxyz, or SDF with the input's bonds): one record per molecule with a relaxed
 geometry (converged or step_limit; failed and diverged ones have none), carrying ``index``

@@ -70,7 +70,8 @@ class MoleculePrediction:
     """The answer for one input molecule (one CSV row): ``index`` in the input, its
     candidate, the relaxation ``result`` (None: not relaxed), the members' spread at the
     final geometry (``energy_std`` eV, ``forces_std`` eV/Å; ensembles only) and whether it
-    is above a calibrated flag threshold (``uncertain``), the predicted property ``value`` eV and its ensemble spread ``value_std`` eV."""
+    is above a calibrated flag threshold (``uncertain``), the predicted property ``value``
+    eV and its ensemble spread ``value_std`` eV."""
 
     index: int
     candidate: Candidate
