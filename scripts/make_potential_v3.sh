@@ -9,6 +9,9 @@
 #                drug list) by InChIKey connectivity
 #   2. generate  RDKit ETKDG -> loose MMFF94 (fmax 3 eV/Å) -> GFN2-xTB BFGS: xTB walks from
 #                near the raw conformer (off-equilibrium frames), GENERATE_MINUTES at most
+#   2b. displace every stored minimum by Gaussian noise (RMS 0.05, 0.1, 0.2 Å; DISPLACED
+#                per molecule and amplitude), label with GFN2-xTB (force2geo sample, label)
+#                and merge with the trajectories into the training corpus
 #   3. eval      the held-out molecules twice: from MMFF94 minima and from raw ETKDG
 #                conformers, each with its own GFN2-xTB minimum (evaluate relax stores)
 #   4. split     random 90/5/5 with the held-out molecules in test only
@@ -49,7 +52,9 @@ PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=1
 
 mkdir -p "$DATA/runs" "$DATA/reports"
-STORE=$DATA/xtb
+DISPLACED=${DISPLACED:-2}
+GENERATED=$DATA/xtb
+STORE=$DATA/corpus
 SPLIT=$DATA/split.json
 
 # 1. pool and held-out molecules (made once)
@@ -60,9 +65,17 @@ fi
 
 # 2. generate (resumable; stopped after GENERATE_MINUTES, the store as it is then is used)
 if [ ! -f "$SPLIT" ]; then
-    timeout "$((GENERATE_MINUTES * 60))" "$F2G" generate "$DATA/pool.smi" -o "$STORE" \
+    timeout "$((GENERATE_MINUTES * 60))" "$F2G" generate "$DATA/pool.smi" -o "$GENERATED" \
         --workers "$WORKERS" --mmff-fmax 3.0 --max-heavy "$MAX_HEAVY" --elements "$ELEMENTS" \
         --no-progress || [ $? = 124 ]
+fi
+
+# 2b. displaced minima, labelled, merged with the trajectories (once)
+if [ ! -d "$STORE" ]; then
+    [ -f "$DATA/displaced.extxyz" ] || "$F2G" sample "$GENERATED" -o "$DATA/displaced.extxyz" \
+        --method displace --amplitudes 0.05,0.1,0.2 --per-molecule "$DISPLACED" --seed 0
+    "$F2G" label "$DATA/displaced.extxyz" -o "$DATA/displaced" --workers "$WORKERS" --no-progress
+    "$F2G" merge "$GENERATED" "$DATA/displaced" -o "$STORE"
 fi
 
 # 3. evaluation stores: the held-out molecules from MMFF minima and from raw ETKDG conformers
@@ -88,7 +101,8 @@ for seed in $SEEDS; do
     elif [ -f "$RUN/last.pt" ]; then
         "$F2G" train -o "$RUN" --resume --max-minutes "$TRAIN_MINUTES" --threads 1
     else
-        "$F2G" train -o "$RUN" --data "$STORE" --split "$SPLIT" --stages xtb "${options[@]}" \
+        "$F2G" train -o "$RUN" --data "$STORE" --split "$SPLIT" --stages xtb xtb-label \
+            "${options[@]}" \
             --batch-size 32 --lr 1e-3 --schedule cosine --warmup-steps 100 --epochs "$EPOCHS" \
             --lambda-e "$LAMBDA_E" --lambda-f "$LAMBDA_F" --ema-decay 0.999 --seed "$seed" \
             --threads 1 --device cpu --max-minutes "$TRAIN_MINUTES" --ckpt-every 200
@@ -98,7 +112,8 @@ done
 # 6. active learning with the first member; the others fine-tuned on its last round store
 AL=$DATA/active
 "$F2G" active-learn --model "${RUNS[0]}" --pool "$STORE" --pool-part "$SPLIT:train" \
-    --base "$STORE" --base-part "$SPLIT:train" -o "$AL" --rounds "$AL_ROUNDS" \
+    --base "$STORE" --base-part "$SPLIT:train" --train-stages xtb xtb-label -o "$AL" \
+    --rounds "$AL_ROUNDS" \
     --molecules "$AL_MOLECULES" --train-steps "$AL_STEPS" --lambda-e "$LAMBDA_E" \
     --lambda-f "$LAMBDA_F" --threads 1
 FINAL=("$AL/round-$(printf %02d "$AL_ROUNDS")/run")

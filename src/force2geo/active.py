@@ -160,8 +160,15 @@ def _frame(traj: Trajectory, start: str) -> int | None:
 
 
 def draw(config: ActiveConfig, round_no: int, pool: TrajectoryStore) -> list[int]:
-    """The pool trajectories of round ``round_no`` (1-based): seeded, never drawn before."""
+    """The pool trajectories of round ``round_no`` (1-based): seeded, never drawn before,
+    among those that have an ``oracle_stage`` (the others, e.g. labelled single points,
+    have no minimum to score against)."""
     candidates = _indices(pool, config.pool_part)
+    if config.oracle_stage in pool.stage_names:
+        scored = np.unique(pool.snapshot_trajectory()[pool.select(config.oracle_stage)])
+    else:
+        scored = np.empty(0, dtype=np.int64)
+    candidates = np.intersect1d(candidates, scored)
     order = np.random.default_rng(config.seed).permutation(candidates)
     first = (round_no - 1) * config.molecules
     if first >= order.shape[0]:
