@@ -459,6 +459,9 @@ def test_overfits_a_tiny_dataset(name):
         loss.backward()
         optimizer.step()
     last = float(loss_fn().detach())
+    # Seeded data and init: deterministic. Over torch seeds 0-5, first / last and
+    # trivial / last: painn 7474-25718 and 4244-10251, painn_foundation 4559-7957 and
+    # 4260-8405, schnet 1315-2578 and 1174-2152, mace 18-25 and 18-25 (all > 10).
     assert last < first / 10 and last < trivial / 10, (first, trivial, last)
 
 

@@ -55,25 +55,33 @@ def test_every_registered_file_is_there_with_its_checksum_and_card(package_weigh
 
 
 def test_default_potential_follows_the_xtb_surface(package_weights, xtb_minima):
-    """Displaced from each xTB minimum by 0.05 Å per coordinate, the shipped model's forces
-    must point the way xTB's do (a random or mismatched model gives cosines around 0) and
-    its total energies stay within 0.25 eV per atom of xTB's. The bounds are loose on
-    purpose: the model is trained on relaxation paths only and is weak away from minima
-    (its card)."""
+    """At each xTB minimum the shipped model's total energy is within 0.2 eV per atom of
+    xTB's (wrong reference energies are off by eV per atom); displaced from it by 0.05 Å
+    per coordinate, eight seeded draws per molecule, its forces point the way xTB's do
+    (mean cosine > 0.25) and add up to zero.
+
+    Measured (shipped v3 model, tblite 0.8.0): energy at the minima within 0.084 eV/atom;
+    mean cosine 0.42-0.48 over draw seeds 0-5, and 0.08-0.10 for the same architecture
+    with random weights. The energies at the displaced geometries are left out: the model
+    is trained on relaxation paths only and is weak away from minima (its card), so there
+    they were off by up to 0.68 eV/atom depending on the draw, and one draw per molecule
+    put the mean cosine anywhere in 0.25-0.58."""
     potential = load_pretrained(folder=package_weights).double()
     engine, rng = XTBEngine(), np.random.default_rng(0)
     cosines = []
-    for name, (z, minimum, _) in xtb_minima.items():
-        displaced = minimum + rng.normal(scale=0.05, size=minimum.shape)
-        reference = engine.compute(z, displaced)
-        batch = Batch.from_arrays([z], [displaced], dtype=torch.float64)
-        energy, forces = energy_and_forces(potential, batch)
-        forces = forces.numpy()
-        cosines.append((forces * reference.forces).sum() / (
-            np.linalg.norm(forces) * np.linalg.norm(reference.forces)))
-        assert abs(float(energy[0]) - reference.energy) / len(z) < 0.25, name
-        assert np.abs(forces.sum(axis=0)).max() < 1e-8  # no net force: translation invariance
-    assert np.mean(cosines) > 0.4, cosines
+    for name, (z, minimum, result) in xtb_minima.items():
+        batch = Batch.from_arrays([z], [minimum], dtype=torch.float64)
+        energy, _ = energy_and_forces(potential, batch)
+        assert abs(float(energy[0]) - result.energy) / len(z) < 0.2, name
+        for _ in range(8):
+            displaced = minimum + rng.normal(scale=0.05, size=minimum.shape)
+            reference = engine.compute(z, displaced)
+            batch = Batch.from_arrays([z], [displaced], dtype=torch.float64)
+            forces = energy_and_forces(potential, batch)[1].numpy()
+            cosines.append((forces * reference.forces).sum() / (
+                np.linalg.norm(forces) * np.linalg.norm(reference.forces)))
+            assert np.abs(forces.sum(axis=0)).max() < 1e-8  # no net force: translations
+    assert np.mean(cosines) > 0.25, cosines
 
 
 def test_default_gap_model_predicts_xtb_gaps(package_weights, xtb_minima):

@@ -27,31 +27,54 @@ from force2geo.training import (
     resume_config,
     train_step,
 )
-from force2geo.training.fit import build_potential, fit_reference_energies, warm_start_potential
+from force2geo.training.fit import (
+    build_potential,
+    fit_reference_energies,
+    make_scheduler,
+    warm_start_potential,
+)
 from force2geo.training.runlog import read_records
 from force2geo.units import UNITS
 
 
-def test_small_painn_overfits_three_molecules(xtb_store, tiny_painn):
+def overfit_three_molecules(xtb_store, tiny_painn, seed: int) -> tuple[dict, dict]:
+    """Metrics before and after 300 full-batch Adam steps (cosine 1e-2 -> 1e-4) in float64
+    on the 18 snapshots of water, methane and ammonia, from initial weights of ``seed``."""
     store = TrajectoryStore(xtb_store)
     indices = store.select(trajectories=[0, 1, 2])  # water, methane, ammonia: 18 snapshots
-    config = TrainConfig(data=str(xtb_store), run_dir="unused", lr=1e-2,
+    config = TrainConfig(data=str(xtb_store), run_dir="unused", lr=1e-2, dtype="float64",
+                         epochs=300, schedule="cosine", lr_floor=0.01,
                          model_config={**tiny_painn, "num_rbf": 16})
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     potential = build_potential(config, fit_reference_energies(store, indices))
     optimizer = torch.optim.Adam(potential.parameters(), lr=config.lr)
-    loader = SnapshotLoader(store, indices, batch_size=18)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=1)
+    loader = SnapshotLoader(store, indices, batch_size=18, seed=0, dtype=torch.float64)
     before, _ = evaluate(potential, loader, config)
-    for _ in range(100):
+    for _ in range(config.epochs):
         for batch in loader.epoch_batches():
             train_step(potential, batch, optimizer, config)
+            scheduler.step()
         loader.end_epoch()
     after, _ = evaluate(potential, loader, config)
-    # Before: reference energies only (~550 meV/atom off), forces ~1.5 eV/Å off.
-    assert before["energy_mae"] > 300 and before["force_rmse"] > 1000
-    assert after["energy_mae"] < 0.1 * before["energy_mae"]
-    assert after["force_rmse"] < 0.1 * before["force_rmse"]
-    assert after["force_cos"] > 0.98
+    return before, after
+
+
+def test_small_painn_overfits_three_molecules(xtb_store, tiny_painn):
+    """Deterministic (fixed seeds, float64, one thread) and far from its thresholds.
+
+    Measured over initial-weight seeds 0-5 (torch 2.13.0 CPU, tblite 0.8.0 labels), with
+    the thresholds below: before training (reference energies and an untrained network)
+    energy MAE 213-560 meV/atom (> 150), force RMSE 1253-2096 meV/Å (> 1000); after it
+    energy MAE 0.54-1.11 meV/atom (< 5), force RMSE 21.1-29.7 meV/Å (< 60), force cosine
+    0.9971-0.9993 (> 0.99). Seed 0: 522 -> 0.57 meV/atom, 2096 -> 28 meV/Å.
+    The 100-step float32 run this replaces ended anywhere in 12-93 meV/atom.
+    """
+    before, after = overfit_three_molecules(xtb_store, tiny_painn, seed=0)
+    assert before["energy_mae"] > 150 and before["force_rmse"] > 1000
+    assert after["energy_mae"] < 5
+    assert after["force_rmse"] < 60
+    assert after["force_cos"] > 0.99
 
 
 # -- one configuration shared by the resume tests, and its uninterrupted run
