@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import pathlib
 import pickle
 import random
 
@@ -262,3 +264,95 @@ def test_detect_is_specific(release, tmp_path):
     text.write_text("hello")
     assert not pq.detect(text)
     assert not pq.detect(tmp_path / "absent.lmdb")
+
+
+# --------------------------------------------------------------------------- hostile values
+
+
+class Calls:
+    """Pickles as a call of ``function(*args)``: what a naive ``pickle.loads`` runs."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def hostile_payloads(marker):
+    """Values that, unpickled as they are, create ``marker``: a shell command, a file
+    opened for writing, a method of a pickled object."""
+    return {"os.system": Calls(os.system, f"touch {marker}"),
+            "open": Calls(open, str(marker), "w"),
+            "Path.touch": Calls(pathlib.Path.touch, pathlib.Path(marker))}
+
+
+def hostile_release(path, payload):
+    """A release-shaped LMDB: CID 702 genuine, CID 703 with ``payload`` as a step's energy."""
+    symbols, xyz = ethanol()
+    bad = step(symbols, xyz, -155.0)
+    bad["energy"] = payload
+    records = {702: relaxation(symbols, xyz),
+               703: {"pm3": None, "hf": None, "DFT_1st": [bad], "DFT_2nd": None}}
+    return pq.write_lmdb(path, records)
+
+
+@pytest.mark.parametrize("kind", ["os.system", "open", "Path.touch"])
+def test_hostile_value_is_refused_and_runs_nothing(tmp_path, kind):
+    marker = tmp_path / "MARKER"
+    path = hostile_release(tmp_path / "evil.lmdb", hostile_payloads(marker)[kind])
+    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False)
+    with env.begin() as txn:
+        value = txn.get(pq.encode_key(703))
+    env.close()
+    pickle.loads(gzip.decompress(value))  # the naive reader: the payload runs
+    assert marker.exists(), "the crafted value must be hostile for this test to mean anything"
+    marker.unlink()
+
+    with pytest.raises(InputError) as err:
+        list(pq.read(path))
+    assert not marker.exists()
+    assert err.value.record == "000000703" and err.value.path == str(path)
+    assert "refused" in err.value.reason and "never holds" in err.value.reason
+    errors = []  # with on_error (convert without --strict): reported, the rest is read
+    assert [t.cid for t in pq.read(path, on_error=errors.append)] == [702]
+    assert [e.record for e in errors] == ["000000703"] and not marker.exists()
+
+
+def test_convert_relax_and_predict_refuse_a_hostile_file_by_content(tmp_path, capsys):
+    from force2geo.cli.main import main
+    from force2geo.relax.inputs import read_inputs
+
+    marker = tmp_path / "MARKER"
+    path = hostile_release(tmp_path / "evil.lmdb", hostile_payloads(marker)["os.system"])
+    disguised = path.rename(tmp_path / "molecules.dat")  # taken by content, not by name
+    assert detect_format(disguised) == "pubchemqcr"
+    with pytest.raises(InputError, match="record 000000703: refused"):
+        read_inputs(str(disguised))
+    assert main(["convert", str(disguised), str(tmp_path / "store"), "--strict"]) != 0
+    assert main(["relax", str(disguised), "-o", str(tmp_path / "out.xyz"), "--device", "cpu",
+                 "--no-progress"]) == 1
+    assert main(["predict", str(disguised), "-o", str(tmp_path / "pred.csv"), "--device",
+                 "cpu", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("molecules.dat: record 000000703: refused") >= 3, err
+    assert not marker.exists()
+
+
+def test_numpy_numbers_and_numeric_arrays_are_data(tmp_path):
+    """Admitted in case a value carries them; an object array could hold anything."""
+    symbols, xyz = ethanol()
+    plain = relaxation(symbols, xyz)
+    record = {**plain, "DFT_1st": [{**s, "energy": np.float64(s["energy"]),
+                                    "extra": np.arange(3.0)} for s in plain["DFT_1st"]]}
+    items = {pq.encode_key(cid): gzip.compress(pickle.dumps(record, protocol=protocol))
+             for cid, protocol in ((1, 2), (2, 5))}  # protocol 2 stores bytes via _codecs
+    items[pq.encode_key(3)] = gzip.compress(pickle.dumps(
+        {**plain, "extra": np.array([1, "a"], dtype=object)}))
+    path = _raw_lmdb(tmp_path / "numpy.lmdb", items)
+    errors = []
+    trajectories = list(pq.read(path, on_error=errors.append))
+    assert [t.cid for t in trajectories] == [1, 2]
+    assert trajectories[0].energy[2] == pytest.approx(-155.02 * HARTREE_EV, rel=1e-12)
+    assert [e.record for e in errors] == ["000000003"]
+    assert "object" in errors[0].reason and "refused" in errors[0].reason

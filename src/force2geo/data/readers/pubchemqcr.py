@@ -39,12 +39,19 @@ non-finite energy or gradient) is an :class:`~force2geo.errors.InputError` namin
 and the key. The released loader instead drops such steps one by one; option
 ``drop_bad_steps=True`` does the same.
 
-Values are pickles: read only releases you trust.
+Values are pickles, and a pickle can name any function for the reader to call. They are
+therefore read by a restricted unpickler (:func:`decode_record`) that builds only plain
+containers, strings and numbers, which is all the release holds, plus numpy numbers and
+numeric arrays in case a value carries them. A value that names anything else (a shell
+command, a file operation, any other class) is refused before anything is called, as an
+:class:`~force2geo.errors.InputError` naming the file and the key; nothing it asks for runs.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import io
 import os
 import pickle
 import random
@@ -259,9 +266,55 @@ def _join(parts: list[tuple], drop_bad_steps: bool) -> list[tuple]:
     return kept
 
 
+class RefusedPickle(pickle.UnpicklingError):
+    """A value that names a global the release format never needs (see
+    :class:`RecordUnpickler`)."""
+
+
+def _numeric_dtype(*args) -> np.dtype:
+    """``numpy.dtype`` as a pickle calls it, for booleans and numbers only: an object dtype
+    would let the array's items be anything."""
+    dtype = np.dtype(*args)
+    if dtype.kind not in "biufc":
+        raise RefusedPickle(f"numpy dtype {dtype} (only numeric arrays are data)")
+    return dtype
+
+
+def _numpy_array_names() -> dict[tuple[str, str], object]:
+    """The globals a pickled numpy number or numeric array names, under the module paths
+    of numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``)."""
+    core = np._core if hasattr(np, "_core") else np.core
+    names: dict[tuple[str, str], object] = {("numpy", "dtype"): _numeric_dtype,
+                                            ("numpy", "ndarray"): np.ndarray}
+    for package in ("numpy.core", "numpy._core"):
+        names[(f"{package}.multiarray", "scalar")] = core.multiarray.scalar
+        names[(f"{package}.multiarray", "_reconstruct")] = core.multiarray._reconstruct
+        names[(f"{package}.numeric", "_frombuffer")] = core.numeric._frombuffer
+    return names
+
+
+class RecordUnpickler(pickle.Unpickler):
+    """Unpickles a release value without calling anything it names, except numpy's own
+    constructors of numbers and numeric arrays (and ``_codecs.encode``, with which
+    protocol 2 stores bytes). The release holds dicts, lists, strings, floats and None,
+    which unpickle without any global; every other global is refused."""
+
+    ALLOWED: dict[tuple[str, str], object] = {**_numpy_array_names(),
+                                              ("_codecs", "encode"): codecs.encode}
+
+    def find_class(self, module: str, name: str):
+        allowed = self.ALLOWED.get((module, name))
+        if allowed is None:
+            raise RefusedPickle(f"the value names {module}.{name}, which a PubChemQCR "
+                                "record never holds (only dicts, lists, strings and "
+                                "numbers); not a genuine release value")
+        return allowed
+
+
 def decode_record(value: bytes) -> dict:
-    """``pickle.loads(gzip.decompress(value))``, checked to be a dict."""
-    record = pickle.loads(gzip.decompress(value))
+    """``pickle.loads(gzip.decompress(value))`` through :class:`RecordUnpickler` (nothing
+    the value names is called), checked to be a dict."""
+    record = RecordUnpickler(io.BytesIO(gzip.decompress(value))).load()
     if not isinstance(record, dict):
         raise ValueError(f"value is a {type(record).__name__}, not a dict of stages")
     return record
@@ -273,6 +326,8 @@ def parse_record(value: bytes, cid: int, stages: Sequence[str] = DEFAULT_STAGES,
     when those stages hold no steps. Raises ValueError with the reason when malformed."""
     try:
         record = decode_record(value)
+    except RefusedPickle as err:
+        raise ValueError(f"refused, nothing in it was run: {err}") from None
     except _DECODE_ERRORS as err:
         raise ValueError(f"value does not decode (gzip + pickle): {err}") from err
     parts: list[tuple] = []
