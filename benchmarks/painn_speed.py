@@ -8,10 +8,10 @@ Measures, on real drug-like geometries (RDKit ETKDG conformers, jittered):
   MSE force loss, backward, Adam step), s per step and snapshots/s.
 
 Not a test. Run: ``python benchmarks/painn_speed.py [--threads 2] [--device cpu]
-[--model painn] [--model-option hidden_channels=64 ...] [--plain-malloc] [--profile]``. By default glibc is told to keep freed
-memory (:func:`force2geo.models.cpu.keep_freed_memory`), as the training and relaxation
-commands should; ``--plain-malloc`` measures without it. ``--profile`` prints where a
-training step spends its time.
+[--model painn] [--model-option hidden_channels=64 ...] [--plain-malloc] [--profile]``.
+By default glibc is told to keep freed memory (:func:`force2geo.models.cpu.keep_freed_memory`),
+as the training and relaxation commands should; ``--plain-malloc`` measures without it.
+``--profile`` prints where a training step spends its time.
 """
 
 from __future__ import annotations
@@ -129,8 +129,9 @@ def main() -> None:
         options[key] = float(value) if "." in value else int(value)
     potential = Potential(build_backbone(args.model, **options)).to(device)
     n_params = sum(p.numel() for p in potential.parameters())
-    print(f"{args.model} {options or '(defaults)'}: {n_params:,} parameters, {args.threads} threads, {device}, "
-          f"torch {torch.__version__}, keep freed memory: {kept}")
+    print(f"{args.model} {options or '(defaults)'}: {n_params:,} parameters, "
+          f"{args.threads} threads, {device}, torch {torch.__version__}, "
+          f"keep freed memory: {kept}")
 
     z, pos = conformer(SINGLE)
     single = Batch.from_arrays([z], [pos]).to(device)

@@ -179,7 +179,7 @@ def run(args, relax_extra: list[str]) -> dict:
         "atoms_range": [min(atoms), max(atoms)], "smiles_file": args.smiles,
         "model": args.model or ["(shipped default)"], "relax_options": relax_extra,
         "oracle_wall_s": oracle_s, "mlip_wall_s": mlip_s,
-        "speedup_median": statistics.median(o / m for o, m in zip(oracle_s, mlip_s)),
+        "speedup_median": statistics.median(o / m for o, m in zip(oracle_s, mlip_s, strict=True)),
         "oracle_converged": sum(r["converged"] for r in oracle),
         "oracle_steps_median": statistics.median(r["steps"] for r in oracle),
         "quality": score(str(work / "mlip.xyz"), oracle),
