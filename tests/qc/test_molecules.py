@@ -105,3 +105,43 @@ def test_load_smi_with_limit(tmp_path):
     assert len(picked) == 3 and picked == load(str(path), Selection(limit=3, seed=0))
     with pytest.raises(InputError, match="no such file"):
         load(str(tmp_path / "nope.smi"))
+
+
+WATER_XYZ = "3\nwater\nO 0.0 0.0 0.117\nH 0.0 0.757 -0.467\nH 0.0 -0.757 -0.467\n"
+
+
+def test_geometry_files_are_not_smiles_lists(tmp_path):
+    """``generate good.xyz`` once read every line as a SMILES and stored 16 'molecules'."""
+    xyz = tmp_path / "good.xyz"
+    xyz.write_text(WATER_XYZ * 2)
+    with pytest.raises(InputError, match=r"good.xyz: a file of geometries \(extxyz format\), "
+                                         r"not a SMILES list .*'force2geo relax'"):
+        load(str(xyz))
+    sdf = tmp_path / "mols.sdf"
+    sdf.write_text(Chem.MolToMolBlock(Chem.AddHs(Chem.MolFromSmiles("CCO"))) + "$$$$\n")
+    with pytest.raises(InputError, match=r"mols.sdf: a file of geometries \(sdf format\)"):
+        load(str(sdf))
+    with pytest.raises(InputError, match="a folder, not a SMILES list"):
+        load(str(tmp_path))
+    # The same content under names that say nothing: refused by its lines.
+    for text, what in ((WATER_XYZ, "line 1: an XYZ atom count"),
+                       ("O 0.0 0.0 0.117 0.1 0.2 0.3\n", "line 1: an atom with coordinates"),
+                       (sdf.read_text(), "line 4: a line of an SDF/MOL file")):
+        disguised = tmp_path / "molecules.smi"
+        disguised.write_text(text)
+        with pytest.raises(InputError, match=f"molecules.smi: record {what}") as err:
+            load(str(disguised))
+        assert "not a SMILES list" in str(err.value)
+    plain = tmp_path / "ok.txt"  # SMILES lists need no suffix
+    plain.write_text("CCO ethanol\nC1CC1 3 membered ring\nO 1 2\n")
+    assert [m.smiles for m in load(str(plain))] == ["CCO", "C1CC1", "O"]
+
+
+def test_generate_refuses_a_geometry_file_before_any_work(tmp_path, capsys):
+    from force2geo.cli.main import main
+
+    xyz = tmp_path / "good.xyz"
+    xyz.write_text(WATER_XYZ)
+    assert main(["generate", str(xyz), "-o", str(tmp_path / "store")]) == 1
+    assert "not a SMILES list" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,13 +81,47 @@ def unique_names(names: Iterable[str]) -> list[str]:
     return out
 
 
+GEOMETRY_HINT = ("to start from geometries, relax them with 'force2geo relax', label them "
+                 "with 'force2geo label' or import them with 'force2geo convert'")
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_XYZ_ATOM = re.compile(rf"^[A-Za-z]{{1,3}}(?:\s+{_NUMBER}){{3}}(?:\s+{_NUMBER})*$")
+_SDF_LINE = re.compile(r"^(?:M  END|\$\$\$\$)$|\bV[23]000$")
+
+
+def _geometry_line(line: str) -> str:
+    """What a stripped line of a geometry file looks like ("" for anything else): an XYZ
+    atom count (no SMILES is digits alone), an atom with coordinates, or an SDF line."""
+    if line.isdigit():
+        return "an XYZ atom count"
+    if _XYZ_ATOM.match(line):
+        return "an atom with coordinates"
+    if _SDF_LINE.search(line):
+        return "a line of an SDF/MOL file"
+    return ""
+
+
+def not_a_smiles_list(path: Path) -> str:
+    """Why ``path`` is a folder or a file of geometries that a reader of
+    :mod:`force2geo.data.readers` takes ("" when it is none of them)."""
+    from force2geo.data.readers import FORMATS, reader
+
+    if path.is_dir():
+        return "a folder"
+    for name in FORMATS:
+        if reader(name).detect(path):
+            return f"a file of geometries ({name} format)"
+    return ""
+
+
 def read_smi(path: str | os.PathLike) -> list[Molecule]:
     """Molecules of a ``.smi`` file: one ``SMILES [name]`` per line.
 
     The SMILES ends at the first space or tab; the rest of the line (stripped) is the
     name. Blank lines and lines starting with ``#`` are skipped. A line without a name
     is called ``<file stem>-<line number>``; repeated names get ``-2``, ``-3``, ...
-    SMILES are not parsed here: a bad one becomes a recorded failure downstream.
+    SMILES are not parsed here: a bad one becomes a recorded failure downstream. A line
+    that only a geometry file has (an XYZ atom count or atom line, an SDF line) is an
+    :class:`InputError`: the file is not a SMILES list.
     """
     path = Path(path)
     try:
@@ -100,6 +135,10 @@ def read_smi(path: str | os.PathLike) -> list[Molecule]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        looks_like = _geometry_line(line)
+        if looks_like:
+            raise InputError(path, f"{looks_like}, not 'SMILES [name]': not a SMILES list; "
+                             f"{GEOMETRY_HINT}", record=f"line {number}")
         parts = line.split(None, 1)
         name = parts[1].strip() if len(parts) > 1 else f"{path.stem}-{number}"
         raw.append((name, parts[0]))
@@ -258,4 +297,8 @@ def load(spec: str, selection: Selection = Selection()) -> list[Molecule]:
     if not path.exists():
         raise InputError(path, "no such file (give a .smi file or builtin:"
                          f"{'|'.join(BUILTIN_SETS)})")
+    why = not_a_smiles_list(path)
+    if why:
+        raise InputError(path, f"{why}, not a SMILES list (one 'SMILES [name]' per line); "
+                         f"{GEOMETRY_HINT}")
     return sample(read_smi(path), selection.limit, selection.seed)
