@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
+
 from force2geo.errors import InputError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                    argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the description's line breaks."""
+
+
+def add_pool_run_options(parser, what: str, retry: str) -> None:
+    """The "run" group of the commands that feed a one-thread worker pool into a store
+    (generate, label): ``--retry-failed``, ``--flush-every`` (finished ``what``),
+    ``--flush-seconds``, ``--no-progress``."""
+    group = parser.add_argument_group("run")
+    group.add_argument("--retry-failed", action="store_true", help=retry)
+    group.add_argument("--flush-every", type=int, default=16,
+                       help=f"write a shard after this many finished {what}")
+    group.add_argument("--flush-seconds", type=float, default=30.0,
+                       help="... or after this many seconds, whichever comes first")
+    group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return group
 
 
 def device(name: str):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from force2geo.cli import common
@@ -35,10 +34,6 @@ mlip_steps.png. Results are cached there per molecule: rerun the same command af
 kill and it goes on where it stopped."""
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's line breaks."""
-
-
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="evaluate a potential (geometry optimisation against a QC oracle)",
@@ -46,7 +41,7 @@ def add_parser(subparsers) -> None:
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
     relax = tasks.add_parser(
         "relax", help="MLIP relaxations scored by a QC oracle (pct_T, pct_success, ...)",
-        description=RELAX_DESCRIPTION, formatter_class=_Formatter)
+        description=RELAX_DESCRIPTION, formatter_class=common.HelpFormatter)
     relax.add_argument("--model", metavar="MODEL", default=None,
                        help="shipped model name or checkpoint; None: the shipped model")
     relax.add_argument("--data", metavar="STORE", required=True, help="trajectory store")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 
+from force2geo.cli.common import HelpFormatter, add_pool_run_options
 from force2geo.errors import InputError
 
 DESCRIPTION = """\
@@ -31,7 +31,7 @@ join the stores with `force2geo merge`."""
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "generate", help="compute relaxation trajectories (RDKit -> MMFF -> xTB -> DFT)",
-        description=DESCRIPTION, formatter_class=_Formatter,
+        description=DESCRIPTION, formatter_class=HelpFormatter,
     )
     parser.add_argument("input", metavar="INPUT", help="a .smi file or builtin:SET")
     parser.add_argument("-o", "--output", metavar="STORE", required=True,
@@ -70,19 +70,8 @@ def add_parser(subparsers) -> None:
     protocol.add_argument("--dft-basis", default="6-31g*", help="PySCF basis set")
     protocol.add_argument("--no-connectivity-check", action="store_true",
                           help="keep molecules whose bonds change during relaxation")
-    run_group = parser.add_argument_group("run")
-    run_group.add_argument("--retry-failed", action="store_true",
-                           help="run molecules listed in failures.jsonl again")
-    run_group.add_argument("--flush-every", type=int, default=16,
-                           help="write a shard after this many finished molecules")
-    run_group.add_argument("--flush-seconds", type=float, default=30.0,
-                           help="... or after this many seconds, whichever comes first")
-    run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_pool_run_options(parser, "molecules", "run molecules listed in failures.jsonl again")
     parser.set_defaults(func=run)
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's line breaks."""
 
 
 def build_configs(args):

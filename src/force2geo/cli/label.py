@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 
+from force2geo.cli.common import HelpFormatter, add_pool_run_options
 from force2geo.errors import InputError
 
 DESCRIPTION = """\
@@ -34,7 +34,7 @@ join the stores with `force2geo merge`."""
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "label", help="oracle energies and forces for any geometries (xTB or DFT)",
-        description=DESCRIPTION, formatter_class=_Formatter)
+        description=DESCRIPTION, formatter_class=HelpFormatter)
     parser.add_argument("inputs", metavar="INPUT", nargs="+",
                         help="xyz/extxyz/sdf files or trajectory store folders")
     parser.add_argument("-o", "--output", metavar="STORE", required=True,
@@ -60,21 +60,11 @@ def add_parser(subparsers) -> None:
                         "molecules (I from 0)")
     select.add_argument("--limit", type=int, default=None,
                         help="label at most this many geometries in this run (rerun to go on)")
-    run_group = parser.add_argument_group("run")
+    run_group = add_pool_run_options(parser, "units (molecules)",
+                                     "label geometries listed in failures.jsonl again")
     run_group.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                            help="worker processes, one thread each")
-    run_group.add_argument("--retry-failed", action="store_true",
-                           help="label geometries listed in failures.jsonl again")
-    run_group.add_argument("--flush-every", type=int, default=16,
-                           help="write a shard after this many finished units (molecules)")
-    run_group.add_argument("--flush-seconds", type=float, default=30.0,
-                           help="... or after this many seconds, whichever comes first")
-    run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's line breaks."""
 
 
 def build_configs(args):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from force2geo.cli import common
 from force2geo.errors import InputError
 
@@ -37,14 +35,10 @@ shipped property model's name, a property checkpoint of 'force2geo finetune' (be
 its run folder, or an exported one; repeat it for an ensemble."""
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's line breaks."""
-
-
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="SMILES/SDF -> conformer -> MLIP relaxation -> property (CSV)",
-        description=DESCRIPTION, formatter_class=_Formatter)
+        description=DESCRIPTION, formatter_class=common.HelpFormatter)
     parser.add_argument("input", metavar="INPUT", help=".smi, builtin:SET, .sdf or .xyz")
     parser.add_argument("-o", "--output", metavar="OUT.csv", required=True,
                         help="the table of results (.csv)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -51,7 +50,7 @@ into OUTPUT in input order. Rerun the same command with the same N to resume."""
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "relax", help="relax molecules with a trained potential (batched BFGS/LBFGS/FIRE)",
-        description=DESCRIPTION, formatter_class=_Formatter,
+        description=DESCRIPTION, formatter_class=common.HelpFormatter,
     )
     parser.add_argument("input", metavar="INPUT", help=".smi, builtin:SET, .sdf, .xyz or store")
     parser.add_argument("-o", "--output", metavar="OUTPUT", required=True,
@@ -79,10 +78,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     common.add_threads_option(parser)
     parser.set_defaults(func=run)
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's line breaks."""
 
 
 def load_model(spec: str | None, device, dtype):
