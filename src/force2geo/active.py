@@ -354,6 +354,7 @@ def fine_tune(config: ActiveConfig, init: str, store: Path, run_dir: Path) -> st
             model_config=_checkpoint_model(init)[1],
             stages=(*config.train_stages, config.label_stage), split_fractions=(0.95, 0.05, 0.0),
             split_seed=config.seed, epochs=epochs, max_steps=config.train_steps,
+            schedule_steps=config.train_steps,
             batch_size=config.batch_size, lr=config.lr, lambda_e=config.lambda_e,
             lambda_f=config.lambda_f, schedule="cosine", lr_floor=0.1, ema_decay=0.99,
             seed=config.seed, device="cpu", log_every=20, ckpt_every=100, plots=False,

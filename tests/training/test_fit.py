@@ -267,3 +267,14 @@ def test_cosine_schedule_falls_to_its_floor_and_resumes_bit_identically(referenc
     fit(stopped)
     fit(resume_config(tmp_path / "cut", max_steps=None), resume=True)
     assert_same_state(load_checkpoint(tmp_path / "cut" / "last.pt"), final)
+
+
+def test_cosine_over_schedule_steps_reaches_its_floor_there(reference_run, tmp_path):
+    config, _, _ = reference_run
+    fit(config.replace(run_dir=str(tmp_path / "run"), schedule="cosine", lr_floor=0.1,
+                       schedule_steps=6, max_steps=6))
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["progress"]["step"] == 6
+    assert last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.1 * config.lr)
+    with pytest.raises(ValueError, match="schedule_steps"):
+        config.replace(schedule_steps=0)

@@ -104,6 +104,8 @@ def _add_optimisation_options(parser) -> None:
                        "--max-minutes only cut it short)")
     group.add_argument("--lr-floor", type=float, help="cosine's final lr factor (0.01)")
     group.add_argument("--warmup-steps", type=int, help="cosine's linear warm-up steps (0)")
+    group.add_argument("--schedule-steps", type=int,
+                       help="cosine's length in steps (default: --epochs epochs)")
     group.add_argument("--ema-decay", type=float, help="keep an EMA of the weights")
     group.add_argument("--grad-clip", type=float,
                        help="max gradient norm (default 10; 0 turns clipping off)")

@@ -45,9 +45,9 @@ class TrainConfig:
     ``plateau_patience`` / ``plateau_factor`` (epochs without validation improvement before
     the learning rate is multiplied by the factor) when ``schedule`` is ``"plateau"``; with
     ``"cosine"`` the learning rate instead falls every step from ``lr`` to ``lr * lr_floor``
-    along a half cosine over ``epochs`` epochs (``max_steps`` and ``max_minutes`` only cut
-    the run short), after ``warmup_steps`` of linear warm-up.
-    ``device``: "auto", "cpu", "cuda" or
+    along a half cosine over ``schedule_steps`` steps (default: ``epochs`` epochs;
+    ``max_steps`` and ``max_minutes`` only cut the run short), after ``warmup_steps`` of
+    linear warm-up. ``device``: "auto", "cpu", "cuda" or
     "cuda:N"; ``dtype``: "float32" or "float64" (energies are float64 either way).
     ``init``: a checkpoint of an earlier run whose weights (its EMA weights when it kept
     them) and reference energies start this run (warm start; optimizer, schedule and data
@@ -78,6 +78,7 @@ class TrainConfig:
     schedule: str = "plateau"
     lr_floor: float = 0.01
     warmup_steps: int = 0
+    schedule_steps: int | None = None
     ema_decay: float | None = None
     grad_clip: float | None = 10.0
     seed: int = 0
@@ -133,6 +134,10 @@ class TrainConfig:
             raise ValueError(f"schedule: must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0 <= self.lr_floor <= 1:
             raise ValueError(f"lr_floor: must be in [0, 1], got {self.lr_floor}")
+        if self.schedule_steps is not None and (not isinstance(self.schedule_steps, int)
+                                                or self.schedule_steps < 1):
+            raise ValueError(f"schedule_steps: must be a positive integer or None, got "
+                             f"{self.schedule_steps!r}")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps: must be an integer >= 0, got {self.warmup_steps!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:

@@ -187,14 +187,14 @@ def _keep(kept: dict, energy, forces, batch: Batch, references) -> None:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
     """ReduceLROnPlateau (stepped once per epoch on the validation loss), or a per-step
-    linear warm-up then half cosine from ``lr`` to ``lr * lr_floor`` over ``epochs`` epochs
-    (``max_steps``/``max_minutes`` only cut a run short, so a resumed run follows the same
-    schedule)."""
+    linear warm-up then half cosine from ``lr`` to ``lr * lr_floor`` over ``schedule_steps``
+    steps, by default ``epochs`` epochs (``max_steps``/``max_minutes`` only cut a run short,
+    so a resumed run follows the same schedule)."""
     if config.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=config.plateau_factor,
             patience=config.plateau_patience)
-    total = config.epochs * max(steps_per_epoch, 1)
+    total = config.schedule_steps or config.epochs * max(steps_per_epoch, 1)
     warmup, floor = config.warmup_steps, config.lr_floor
 
     def factor(step: int) -> float:
