@@ -61,7 +61,11 @@ def test_two_rounds_label_the_ends_and_fine_tune_from_the_previous_model(pool_an
         assert entry["oracle_calls"] == {"endpoints": len(unique)}
         metrics = entry["metrics_before"]
         assert set(metrics) == {"xtb:first", "etkdg:first", "all"}
-        assert metrics["all"]["n_scored"] == 4 and np.isfinite(metrics["all"]["pct_T"])
+        # every relaxation is scored; a crude model's blown-up end (no oracle energy) counts
+        # as diverged, so pct_T may have nothing to average
+        assert metrics["all"]["n_scored"] == 4 and 0 <= metrics["all"]["pct_div"] <= 100
+        assert np.isfinite(metrics["all"]["pct_T"]) or \
+            metrics["all"]["n_pct_oracle_failed"] + metrics["all"]["n_pct_small_drop"] == 4
     names = {t.name.split("@")[1] for t in
              TrajectoryStore(out / "round-01" / "labels").trajectories()}
     assert names <= {"etkdg:first#end", "etkdg:first#start", "xtb:first#end"}
