@@ -45,9 +45,9 @@ LAMBDA_E=${LAMBDA_E:-0.1}
 LAMBDA_F=${LAMBDA_F:-10}
 EPOCHS=${EPOCHS:-10}                    # TRAIN_MINUTES usually ends a run first
 TRAIN_MINUTES=${TRAIN_MINUTES:-65}
-AL_ROUNDS=${AL_ROUNDS:-2}
+AL_ROUNDS=${AL_ROUNDS:-3}
 AL_MOLECULES=${AL_MOLECULES:-150}
-AL_STEPS=${AL_STEPS:-400}
+AL_STEPS=${AL_STEPS:-300}
 OUT=${OUT:-src/force2geo/pretrained/weights}
 F2G=${F2G:-.venv/bin/force2geo}
 PY=${PY:-.venv/bin/python}
@@ -119,8 +119,8 @@ AL=$DATA/active
 "$F2G" active-learn --model "${RUNS[0]}" --pool "$STORE" --pool-part "$SPLIT:train" \
     --base "$STORE" --base-part "$SPLIT:train" --train-stages xtb xtb-label -o "$AL" \
     --rounds "$AL_ROUNDS" \
-    --molecules "$AL_MOLECULES" --train-steps "$AL_STEPS" --lambda-e "$LAMBDA_E" \
-    --lambda-f "$LAMBDA_F" --threads 1
+    --molecules "$AL_MOLECULES" --replay 500 --replay-every 4 --train-steps "$AL_STEPS" \
+    --lr 3e-4 --lambda-e "$LAMBDA_E" --lambda-f "$LAMBDA_F" --threads 1
 FINAL=("$AL/round-$(printf %02d "$AL_ROUNDS")/run")
 LAST_STORE=$AL/round-$(printf %02d "$AL_ROUNDS")/train
 for run in "${RUNS[@]:1}"; do
@@ -130,24 +130,31 @@ for run in "${RUNS[@]:1}"; do
         grep -qs '"kind": *"final"' "$tuned/metrics.jsonl" || \
             "$F2G" train -o "$tuned" --resume --threads 1
     else
-        "$F2G" train -o "$tuned" --data "$LAST_STORE" --init "$run/best.pt" \
+        "$F2G" train -o "$tuned" --data "$LAST_STORE" --init "$run/last.pt" \
             --stages xtb xtb-label "${options[@]}" --split-fractions 0.95 0.05 0 --batch-size 32 \
-            --lr 3e-4 --schedule cosine --lr-floor 0.1 --epochs 1 --max-steps "$AL_STEPS" \
+            --lr 3e-4 --schedule cosine --lr-floor 0.1 --epochs 10 \
+            --schedule-steps "$((AL_STEPS * AL_ROUNDS))" --max-steps "$((AL_STEPS * AL_ROUNDS))" \
             --lambda-e "$LAMBDA_E" --lambda-f "$LAMBDA_F" --ema-decay 0.99 --threads 1 \
-            --device cpu --no-plots
+            --device cpu --no-plots &
     fi
 done
+wait
 
 # 7. export, evaluate from both starts, card
-"$PY" -m force2geo.pretrained export "${FINAL[@]}" --name "$NAME" --folder "$OUT" \
+"$PY" -m force2geo.pretrained export "${FINAL[@]}" --name "$NAME" --folder "$OUT" --drive first \
     --level-of-theory "GFN2-xTB (tblite 0.8), labels of xTB relaxation trajectories and of active-learning end points" \
     --description "${DESCRIPTION:-An ensemble of ${#FINAL[@]} compact PaiNN potentials ($MODEL_OPTIONS) trained on GFN2-xTB energies and forces of xTB relaxations from near-raw ETKDG conformers of the RDKit-bundled NCI and WEHI molecules (neutral, $ELEMENTS, <= $MAX_HEAVY heavy atoms), then improved by active learning (the end points of its own relaxations labelled by GFN2-xTB). It relaxes small organic molecules towards GFN2-xTB minima and knows nothing beyond GFN2-xTB.}"
 export FORCE2GEO_WEIGHTS=$OUT
+# the uncertainty flag, calibrated on the valid part (never the test molecules)
+"$F2G" evaluate relax --model "$NAME" --data "$STORE" --split "$SPLIT:valid" --k 100 --oracle xtb \
+    --stage xtb --threads 1 -o "$DATA/reports/$NAME-valid" --no-progress
+"$PY" -m force2geo.pretrained calibrate --name "$NAME" --folder "$OUT" \
+    --evaluation "$DATA/reports/$NAME-valid"
 for start in mmff etkdg; do
     "$F2G" evaluate relax --model "$NAME" --data "$DATA/eval-$start" --k "$TEST_K" --oracle xtb \
         --stage xtb --threads 1 -o "$DATA/reports/$NAME-$start" --no-progress
 done
 "$PY" -m force2geo.pretrained card --name "$NAME" --folder "$OUT" \
-    --evaluation "$DATA/reports/$NAME-mmff" --data "$STORE" \
+    --evaluation "$DATA/reports/$NAME-mmff" \
     --command "bash scripts/make_potential_v3.sh  # SEEDS='$SEEDS' MODEL_OPTIONS='$MODEL_OPTIONS' TRAIN_MINUTES=$TRAIN_MINUTES AL_ROUNDS=$AL_ROUNDS"
 ls -l "$OUT"

@@ -3,6 +3,7 @@ GFN2-xTB) and from a single-snapshot store with shuffled atoms, as QM9-like conv
 make: frames, atom order, targets, files, batches, splits, leakage, MLIP relaxation."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from force2geo.finetune.build import stage_geometries
 from force2geo.finetune.conformers import connectivity_mol, smiles_in_order
 from force2geo.models import PaiNN, PaiNNConfig, Potential
 from force2geo.models.gin import smiles_graph
+from force2geo.pretrained import read_registry
 from force2geo.qc.generate import generate
 from force2geo.qc.molecules import Molecule
 from force2geo.qc.protocol import ProtocolConfig
@@ -327,8 +329,9 @@ def test_cli_relax_only_the_parts_of_a_store_split(store_path, tmp_path, capsys)
     assert 2 in set(data.source_indices[data.has("mlip")].tolist())
     model = data.meta["relax"]["model"]
     assert model["spec"] == "force2geo-painn-xtb"
-    assert model["files"][0]["path"].endswith("force2geo-painn-xtb.pt")
-    assert len(model["files"][0]["sha256"]) == 64
+    shipped = [f.file for f in read_registry()["force2geo-painn-xtb"].files]
+    assert [Path(f["path"]).name for f in model["files"]] == shipped  # every member
+    assert all(len(f["sha256"]) == 64 for f in model["files"])
     history = data.meta["relax_history"]  # one record per call, the latest also as "relax"
     assert len(history) == 2 and history[-1] == data.meta["relax"]
     assert history[0]["model"]["spec"] == str(ckpt) and history[0]["relaxed"] == 3
