@@ -12,16 +12,18 @@ from force2geo.pretrained import Ensemble, collect_facts, load_pretrained, rende
 from force2geo.pretrained.registry import DEFAULT, WEIGHTS_DIR
 from force2geo.training.checkpoint import load_checkpoint, load_potential
 
-SHIPPED_ELEMENTS = (1, 6, 7, 8, 9, 16, 17)  # H C N O F S Cl: its card's training data
+SHIPPED_ELEMENTS = (1, 6, 7, 8, 9, 15, 16, 17, 35, 53)  # H C N O F P S Cl Br I
 
 
 def test_the_shipped_potential_reports_its_training_elements():
-    """Exported before files recorded elements: read off its fitted reference energies,
-    which agree with the elements of its card's training data."""
+    """v3 records its elements in every member's file (the ensemble: their intersection),
+    as its card's training data lists them."""
     model = load_pretrained(DEFAULT, folder=WEIGHTS_DIR)
     assert model.elements == SHIPPED_ELEMENTS
-    assert unsupported_elements(model, [6, 1, 35]) == (
-        "element Br (Z=35) not in the model's training elements H C N O F S Cl")
+    assert all(member.elements == SHIPPED_ELEMENTS for member in model.members)
+    assert unsupported_elements(model, [6, 1, 35]) is None
+    assert unsupported_elements(model, [6, 1, 34]) == (
+        "element Se (Z=34) not in the model's training elements H C N O F P S Cl Br I")
     assert unsupported_elements(model, [54, 54]).startswith("element Xe (Z=54) not in")
 
 
