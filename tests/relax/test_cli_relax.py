@@ -196,3 +196,17 @@ def test_store_input_starts_from_chosen_snapshot(tmp_path, checkpoint):
         np.testing.assert_allclose(atoms.positions, store.trajectory(j).positions[-1],
                                    atol=1e-7)
         assert atoms.info["stage"] == "mmff" and atoms.info["n_steps"] == 0
+
+
+def test_smiles_elements_are_the_models_to_refuse(tmp_path, checkpoint, model):
+    """SMILES input passes any element GFN2-xTB knows; the model (trained on H C N O here)
+    refuses the bromide per molecule with its reason and relaxes the others."""
+    smi = tmp_path / "in.smi"
+    smi.write_text("CCO ethanol\nCBr bromomethane\nCO methanol\n")
+    out = tmp_path / "out.xyz"
+    assert relax_cli(smi, "-o", out, "--model", checkpoint, "--steps", 5) == 0
+    frames = {a.info["name"]: a for a in ase.io.read(out, index=":")}
+    assert frames["bromomethane"].info["status"] == "failed"
+    assert "element Br (Z=35) not in the model's training elements" in \
+        frames["bromomethane"].info["reason"]
+    assert frames["ethanol"].info["status"] != "failed" != frames["methanol"].info["status"]

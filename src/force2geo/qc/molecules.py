@@ -29,10 +29,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from force2geo.errors import InputError
 
 DEFAULT_ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F", "S", "Cl")
+# Every element GFN2-xTB is parametrised for (H to Rn): no filter, for inputs whose elements a
+# model decides on (it refuses those it was not trained on, per molecule).
+ANY_ELEMENTS: tuple[str, ...] = tuple(chemical_symbols[1:87])
 BUILTIN_SETS = ("nci", "wehi", "all", "demo")
 
 

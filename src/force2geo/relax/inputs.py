@@ -51,9 +51,10 @@ def _from_smiles(spec: str, seed: int, skip: int,
     """Conformers of a .smi file or built-in set; only the molecules of the ``share``
     (rank, world size) after its first ``skip`` are embedded, the others left as None
     (another process's, or already relaxed in an interrupted run). Every SMILES is
-    checked."""
+    checked (parsed, one fragment, closed shell); which elements may be relaxed is the
+    model's to say (:mod:`force2geo.relax.screen`), per molecule."""
     from force2geo.qc.engines import QCError
-    from force2geo.qc.molecules import load
+    from force2geo.qc.molecules import ANY_ELEMENTS, load
     from force2geo.qc.protocol import embed, prepare
 
     molecules = load(spec)
@@ -61,7 +62,7 @@ def _from_smiles(spec: str, seed: int, skip: int,
     out: list[StartMolecule | None] = []
     for number, molecule in enumerate(molecules, 1):
         try:
-            mol = prepare(molecule.smiles)
+            mol = prepare(molecule.smiles, ANY_ELEMENTS)
             if not first + skip < number <= last:
                 out.append(None)
                 continue
