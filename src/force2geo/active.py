@@ -44,6 +44,7 @@ from force2geo.data.splits import read_part
 from force2geo.data.store import TrajectoryStore, TrajectoryWriter
 from force2geo.data.trajectory import Trajectory
 from force2geo.errors import InputError
+from force2geo.qc.protocol import fmax_of
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def build_replay(config: ActiveConfig, target: Path) -> int:
             ks = [k for k, s in enumerate(traj.stages) if s in config.train_stages]
             if not ks:
                 continue
-            writer.add(_subset(traj, sorted(set(ks[::config.replay_every]) | {ks[-1]})))
+            writer.add(traj.take(sorted(set(ks[::config.replay_every]) | {ks[-1]})))
     os.replace(tmp, target)
     return TrajectoryStore(target).n_snapshots
 
@@ -260,8 +261,7 @@ def read_labels(store_path: Path, stage: str) -> dict[str, tuple[float, float]]:
     for traj in TrajectoryStore(store_path).trajectories():
         for k, s in enumerate(traj.stages):
             if s == stage:
-                fmax = float(np.sqrt((traj.forces[k] ** 2).sum(-1)).max())
-                out[traj.name] = (float(traj.energy[k]), fmax)
+                out[traj.name] = (float(traj.energy[k]), fmax_of(traj.forces[k]))
     return out
 
 
@@ -320,22 +320,12 @@ def _round_store(config: ActiveConfig, out: Path, round_no: int) -> Path:
         for source in sources[1:]:
             if (source / "manifest.json").exists():
                 for traj in TrajectoryStore(source).trajectories():
-                    keep = _tame(traj, config.max_label_force)
-                    if keep.any():
-                        writer.add(_subset(traj, np.flatnonzero(keep)))
+                    keep = [k for k, f in enumerate(traj.forces)
+                            if fmax_of(f) <= config.max_label_force]
+                    if keep:
+                        writer.add(traj.take(keep))
     os.replace(tmp, target)
     return target
-
-
-def _tame(traj: Trajectory, cap: float) -> np.ndarray:
-    """``[n_snapshots]`` bool: largest atomic force at most ``cap`` eV/Å."""
-    return np.sqrt((traj.forces ** 2).sum(-1)).max(-1) <= cap
-
-
-def _subset(traj: Trajectory, keep) -> Trajectory:
-    return Trajectory(traj.atomic_numbers, traj.positions[keep], traj.energy[keep],
-                      traj.forces[keep], [traj.stages[k] for k in keep], traj.charge,
-                      traj.cid, traj.smiles, traj.inchikey, traj.name, traj.properties)
 
 
 def fine_tune(config: ActiveConfig, init: str, store: Path, run_dir: Path) -> str:
@@ -349,9 +339,9 @@ def fine_tune(config: ActiveConfig, init: str, store: Path, run_dir: Path) -> st
         if not _finished(run_dir):
             fit(resume_config(run_dir), resume=True)
     else:
+        model, model_config = _checkpoint_model(init)
         train = TrainConfig(
-            data=str(store), run_dir=str(run_dir), model=_checkpoint_model(init)[0],
-            model_config=_checkpoint_model(init)[1],
+            data=str(store), run_dir=str(run_dir), model=model, model_config=model_config,
             stages=(*config.train_stages, config.label_stage), split_fractions=(0.95, 0.05, 0.0),
             split_seed=config.seed, epochs=epochs, max_steps=config.train_steps,
             schedule_steps=config.train_steps,

@@ -46,8 +46,9 @@ def add_parser(subparsers) -> None:
     oracle.add_argument("--dft-basis", default="6-31g*", help="PySCF basis (--oracle dft)")
     oracle.add_argument("--stage-name", default=None,
                         help="stage of the labels in STORE; None: xtb-label or dft-label")
-    oracle.add_argument("--min-distance", type=float, default=0.5,
-                        help="refuse geometries with two atoms closer than this (Å)")
+    oracle.add_argument("--overlap", type=float, default=0.5,
+                        help="refuse a geometry with two atoms closer than this fraction of "
+                        "the sum of their covalent radii")
     select = parser.add_argument_group("which geometries")
     select.add_argument("--stage", default=None,
                         help="store inputs: the stage(s) to take frames of, comma list; "
@@ -75,7 +76,7 @@ def build_configs(args):
     try:
         config = LabelConfig(oracle=args.oracle, stage_name=args.stage_name or "",
                              dft_xc=args.dft_xc, dft_basis=args.dft_basis,
-                             min_distance=args.min_distance)
+                             overlap=args.overlap)
     except ValueError as exc:
         raise InputError("command line", str(exc)) from None
     stages = None

@@ -78,8 +78,11 @@ class Trajectory:
         """The snapshots of the given stage(s), or None when there are none."""
         wanted = {stages} if isinstance(stages, str) else set(stages)
         keep = [i for i, s in enumerate(self.stages) if s in wanted]
-        if not keep:
-            return None
+        return self.take(keep) if keep else None
+
+    def take(self, indices) -> Trajectory:
+        """The snapshots ``indices`` (in that order) of the same molecule."""
+        keep = [int(i) for i in indices]
         return Trajectory(
             self.atomic_numbers, self.positions[keep], self.energy[keep], self.forces[keep],
             [self.stages[i] for i in keep], self.charge, self.cid, self.smiles,

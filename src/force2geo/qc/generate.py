@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import multiprocessing
 import os
 import platform
 import sys
@@ -33,7 +32,7 @@ from force2geo.data.trajectory import Trajectory
 from force2geo.errors import InputError
 from force2geo.qc.engines import QCError
 from force2geo.qc.molecules import Molecule
-from force2geo.qc.pool import single_threaded_pool
+from force2geo.qc.pool import run_tasks
 from force2geo.qc.protocol import ProtocolConfig, relax_molecule
 from force2geo.qc.shard import shard_slice, shard_text
 
@@ -261,36 +260,10 @@ def _run_pool(todo: list[Molecule], config: ProtocolConfig, workers: int,
               writer: TrajectoryWriter, failures: _FailureLog, stats: GenerateStats,
               flush_every: int, flush_seconds: float, progress: bool) -> None:
     """Feed ``todo`` to a worker pool; write results as they come back, in the parent."""
-    if not todo:
-        return
-    from tqdm import tqdm
-
-    pool = single_threaded_pool(min(workers, len(todo)))
-    bar = tqdm(total=len(todo), unit="mol", disable=not progress, dynamic_ncols=True)
-    last_flush, unflushed = time.monotonic(), 0
-    results = pool.imap_unordered(_work, [(m, config) for m in todo])
-    try:
-        while True:
-            try:
-                status, payload = results.next(timeout=max(flush_seconds, 0.1))
-            except multiprocessing.TimeoutError:
-                status = None
-            except StopIteration:
-                break
-            if status is not None:
-                _take(status, payload, writer, failures, stats)
-                unflushed += status == "ok"
-                bar.set_postfix(failed=stats.failed, refresh=False)
-                bar.update(1)
-            if unflushed and (unflushed >= flush_every
-                              or time.monotonic() - last_flush >= flush_seconds):
-                writer.flush()
-                last_flush, unflushed = time.monotonic(), 0
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
-        bar.close()
+    run_tasks(_work, [(m, config) for m in todo], workers,
+              lambda result: _take(*result, writer, failures, stats), writer.flush,
+              flush_every, flush_seconds, progress, unit="mol",
+              postfix=lambda: {"failed": stats.failed})
 
 
 def _take(status: str, payload, writer: TrajectoryWriter, failures: _FailureLog,

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from force2geo import atomic
+from force2geo.data.geometry import OVERLAP_FRACTION
+from force2geo.data.geometry import geometry_problem as molecule_geometry_problem
 from force2geo.data.shard import MANIFEST
 from force2geo.data.store import TrajectoryStore, TrajectoryWriter
 from force2geo.data.trajectory import Trajectory
@@ -60,20 +62,19 @@ log = logging.getLogger(__name__)
 
 RUN_RECORD = "label.json"
 ORACLES = ("xtb", "dft")
-MIN_DISTANCE = 0.5  # Å; no bond is this short, so closer atoms are a broken geometry
 
 
 @dataclass(frozen=True)
 class LabelConfig:
     """The oracle: ``xtb`` (GFN2-xTB, tblite) or ``dft`` (``dft_xc``/``dft_basis``, PySCF
     with density fitting), the stage name its labels get (default ``<oracle>-label``),
-    and the shortest interatomic distance (Å) a geometry may have."""
+    and how close two atoms may come, as a fraction of the sum of their covalent radii."""
 
     oracle: str = "xtb"
     stage_name: str = ""
     dft_xc: str = "b3lyp"
     dft_basis: str = "6-31g*"
-    min_distance: float = MIN_DISTANCE
+    overlap: float = OVERLAP_FRACTION
 
     def __post_init__(self) -> None:
         if self.oracle not in ORACLES:
@@ -82,8 +83,8 @@ class LabelConfig:
             object.__setattr__(self, "stage_name", f"{self.oracle}-label")
         if len(self.stage_name) > 64 or not self.stage_name.strip():
             raise ValueError(f"stage name must be 1 to 64 characters, got {self.stage_name!r}")
-        if not self.min_distance >= 0:
-            raise ValueError(f"min_distance must be >= 0 Å, got {self.min_distance}")
+        if not self.overlap >= 0:
+            raise ValueError(f"overlap must be >= 0, got {self.overlap}")
 
     @property
     def level(self) -> str:
@@ -120,34 +121,18 @@ class LabelStats:
 
 
 def geometry_problem(atomic_numbers: np.ndarray, positions: np.ndarray, charge: int,
-                     min_distance: float = MIN_DISTANCE) -> str | None:
-    """Why a geometry cannot be labelled before any calculation, or None.
-
-    Checks: atoms present, finite coordinates, an even electron count (closed shell; an
-    odd count usually means a missing charge), no two atoms closer than ``min_distance``.
-    """
-    from ase.data import chemical_symbols
-
-    z = np.asarray(atomic_numbers, dtype=np.int64)
-    x = np.asarray(positions, dtype=np.float64)
-    if z.size == 0:
-        return "no atoms"
-    if not np.all(np.isfinite(x)):
-        return "non-finite coordinates"
-    electrons = int(z.sum()) - int(charge)
+                     overlap: float = OVERLAP_FRACTION) -> str | None:
+    """Why a geometry cannot be labelled before any calculation, or None: no molecule
+    (:func:`force2geo.data.geometry.geometry_problem`: shape, non-finite coordinates, atoms
+    closer than ``overlap`` times the sum of their covalent radii), or an odd electron count
+    (closed shells only; an odd count usually means a missing charge)."""
+    reason = molecule_geometry_problem(atomic_numbers, positions, overlap)
+    if reason is not None:
+        return reason
+    electrons = int(np.asarray(atomic_numbers, dtype=np.int64).sum()) - int(charge)
     if electrons % 2 or electrons <= 0:
         return (f"{electrons} electrons at charge {charge}: only closed shells are supported "
                 "(is the charge right? extxyz: a charge= key)")
-    if z.size > 1:
-        dist = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
-        np.fill_diagonal(dist, np.inf)
-        i, j = np.unravel_index(np.argmin(dist), dist.shape)
-        if dist[i, j] < min_distance:
-            i, j = sorted((int(i), int(j)))
-            names = [chemical_symbols[z[k]] if 0 <= z[k] < len(chemical_symbols) else "?"
-                     for k in (i, j)]
-            return (f"overlapping atoms: {i + 1} ({names[0]}) and {j + 1} ({names[1]}), "
-                    f"counting from 1, are {dist[i, j]:.3f} Å apart (< {min_distance} Å)")
     return None
 
 
@@ -163,7 +148,7 @@ def label_unit(unit: Unit, config: LabelConfig) -> tuple[Trajectory | None, list
     engine = None
     for k in range(unit.n_geometries):
         reason = geometry_problem(unit.atomic_numbers, unit.positions[k], unit.charge,
-                                  config.min_distance)
+                                  config.overlap)
         if reason is None:
             try:
                 if engine is None or config.oracle == "xtb":  # a fresh SCF guess

@@ -43,11 +43,13 @@ def single_threaded_pool(processes: int) -> Pool:
 
 def run_tasks(worker: Callable, tasks: Sequence, workers: int, take: Callable,
               flush: Callable[[], None], flush_every: int = 16, flush_seconds: float = 30.0,
-              progress: bool = True, unit: str = "task") -> None:
+              progress: bool = True, unit: str = "task",
+              postfix: Callable[[], dict] | None = None) -> None:
     """``worker(task)`` for every task in a :func:`single_threaded_pool`; the parent calls
     ``take(result)`` as results come back (in any order) and ``flush()`` after every
-    ``flush_every`` results or ``flush_seconds``, whichever comes first. ``worker`` must be
-    a module-level function (the pool pickles it); Ctrl-C or an error ends the pool."""
+    ``flush_every`` results or ``flush_seconds``, whichever comes first; ``postfix()``, when
+    given, adds counts to the progress bar. ``worker`` must be a module-level function (the
+    pool pickles it); Ctrl-C or an error ends the pool."""
     if not tasks:
         return
     from tqdm import tqdm
@@ -67,6 +69,8 @@ def run_tasks(worker: Callable, tasks: Sequence, workers: int, take: Callable,
             if result is not _NOTHING:
                 take(result)
                 unflushed += 1
+                if postfix is not None:
+                    bar.set_postfix(postfix(), refresh=False)
                 bar.update(1)
             if unflushed and (unflushed >= flush_every
                               or time.monotonic() - last_flush >= flush_seconds):
